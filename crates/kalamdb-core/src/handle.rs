@@ -1,0 +1,372 @@
+//! [`StoreHandle`]: the async face of a [`Store`], and the group-commit writer behind it.
+//!
+//! Inserts do not call the store from the request's task. They queue to one writer thread, which
+//! takes every insert waiting at that moment and stores them with a single `Store::insert` call:
+//! one atomic write and one WAL sync for the whole group. Each request still waits until its own
+//! messages are durable. Because ids are assigned by that one thread, in the order it commits,
+//! a message never becomes visible before one with a smaller id.
+//!
+//! Reads run on tokio's blocking pool so a slow disk never stalls the async workers.
+
+use std::sync::Arc;
+use std::thread;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::id::MessageId;
+use crate::message::{validate_name, Inserted, NewMessage, StoredMessage, ValidationError};
+use crate::store::{Store, StoreError};
+
+/// How many requests may wait for the writer before senders wait for room.
+const QUEUE_DEPTH: usize = 4096;
+/// The most messages one group commit gathers: large enough to amortize the sync, small enough
+/// that one write stays a few megabytes.
+const MAX_GROUP_MESSAGES: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Vec<Inserted>, StoreError>>;
+
+enum Job {
+    Insert {
+        messages: Vec<NewMessage>,
+        reply: Reply,
+    },
+    /// Stop after everything queued before it is written.
+    Stop(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable async handle on a [`Store`].
+///
+/// Every endpoint that touches storage holds one. Create it once with [`StoreHandle::new`] and
+/// end it with [`StoreHandle::close`].
+#[derive(Clone)]
+pub struct StoreHandle {
+    store: Arc<dyn Store>,
+    writer: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle").finish_non_exhaustive()
+    }
+}
+
+impl StoreHandle {
+    /// Wraps `store` and starts its writer thread.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer_store = Arc::clone(&store);
+        thread::Builder::new()
+            .name("kalamdb-writer".into())
+            .spawn(move || run_writer(writer_store.as_ref(), rx))
+            // Failing to start a thread at boot leaves nothing sensible to do.
+            .expect("failed to start the store writer thread");
+        Self { store, writer: tx }
+    }
+
+    /// Stores one message; see [`StoreHandle::insert_batch`].
+    pub async fn insert(&self, message: NewMessage) -> Result<Inserted, StoreError> {
+        let mut inserted = self.insert_batch(vec![message]).await?;
+        inserted
+            .pop()
+            .ok_or_else(|| StoreError::Internal("the writer returned no id".into()))
+    }
+
+    /// Stores `messages` atomically, with ids increasing in input order, and resolves once they
+    /// are durable.
+    pub async fn insert_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Job::Insert { messages, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        // A dropped reply means the writer stopped before reaching this job: nothing was stored.
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reads one message by id.
+    pub async fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        self.blocking(move |store| store.get(id)).await
+    }
+
+    /// Probes the storage medium.
+    pub async fn health_check(&self) -> Result<(), StoreError> {
+        self.blocking(|store| store.health_check()).await
+    }
+
+    /// Stops the writer once every insert queued so far is written, then flushes and closes the
+    /// store. Inserts that arrive afterwards fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (done, stopped) = oneshot::channel();
+        if self.writer.send(Job::Stop(done)).await.is_ok() {
+            // An error here means the writer already exited; either way it has stopped.
+            let _ = stopped.await;
+        }
+        self.blocking(|store| store.close()).await
+    }
+
+    /// The store itself, for blocking callers (tools, tests).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+}
+
+/// The writer thread: gathers whatever inserts are waiting and commits them as one group.
+fn run_writer(store: &dyn Store, mut rx: mpsc::Receiver<Job>) {
+    let mut stop = None;
+    while stop.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            return; // Every handle is gone.
+        };
+        let mut group = Vec::new();
+        let mut total = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Insert { messages, reply } => {
+                    total += messages.len();
+                    group.push((messages, reply));
+                }
+                Job::Stop(done) => {
+                    stop = Some(done);
+                    break;
+                }
+            }
+            if total < MAX_GROUP_MESSAGES {
+                next = rx.try_recv().ok();
+            }
+        }
+        commit(store, group);
+    }
+    rx.close();
+    // Answer (by dropping) any insert that raced in behind the stop: it was never stored.
+    while rx.try_recv().is_ok() {}
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+/// Writes one group and answers each of its requests.
+fn commit(store: &dyn Store, group: Vec<(Vec<NewMessage>, Reply)>) {
+    let mut counts = Vec::with_capacity(group.len());
+    let mut replies = Vec::with_capacity(group.len());
+    let mut all = Vec::new();
+    for (messages, reply) in group {
+        // One request the store would refuse must not fail the others it is grouped with.
+        if let Err(e) = messages.iter().try_for_each(check_names) {
+            let _ = reply.send(Err(StoreError::Invalid(e)));
+            continue;
+        }
+        counts.push(messages.len());
+        replies.push(reply);
+        all.extend(messages);
+    }
+    if replies.is_empty() {
+        return;
+    }
+    match store.insert(all) {
+        Ok(inserted) => {
+            let mut inserted = inserted.into_iter();
+            for (count, reply) in counts.into_iter().zip(replies) {
+                // A requester that gave up (its connection closed) no longer needs an answer.
+                let _ = reply.send(Ok(inserted.by_ref().take(count).collect()));
+            }
+        }
+        Err(e) => {
+            // The group was one atomic write: none of it is stored, so every request fails alike.
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn check_names(m: &NewMessage) -> Result<(), ValidationError> {
+    validate_name("conversation_id", &m.conversation_id)?;
+    validate_name("from", &m.from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::IdGenerator;
+    use crate::message::Message;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// An in-memory store that counts its writes and can be told to fail them.
+    struct MemStore {
+        ids: IdGenerator,
+        messages: Mutex<BTreeMap<MessageId, Vec<u8>>>,
+        writes: AtomicUsize,
+        fail: AtomicBool,
+        closed: AtomicBool,
+    }
+
+    impl MemStore {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                ids: IdGenerator::new(1, MessageId::MIN).unwrap(),
+                messages: Mutex::default(),
+                writes: AtomicUsize::new(0),
+                fail: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+            })
+        }
+    }
+
+    impl Store for MemStore {
+        fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(StoreError::Closed);
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("disk full".into()));
+            }
+            // Slow enough that concurrent requests pile up behind one write.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let mut map = self.messages.lock().unwrap();
+            messages
+                .into_iter()
+                .map(|m| {
+                    let id = self.ids.next_id()?;
+                    let message = Message::from_new(id, m);
+                    map.insert(id, message.to_json());
+                    Ok(Inserted {
+                        msg_id: id,
+                        conversation_id: message.conversation_id,
+                        timestamp: message.timestamp,
+                    })
+                })
+                .collect()
+        }
+
+        fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+            let map = self.messages.lock().unwrap();
+            Ok(map.get(&id).map(|json| StoredMessage {
+                msg_id: id,
+                json: json.clone(),
+            }))
+        }
+
+        fn health_check(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn close(&self) -> Result<(), StoreError> {
+            self.closed.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn new_message(conversation_id: &str, content: &str) -> NewMessage {
+        NewMessage {
+            conversation_id: conversation_id.into(),
+            from: "tester".into(),
+            content: content.into(),
+            metadata: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_inserts_share_writes_and_each_gets_its_own_id() {
+        let mem = MemStore::new();
+        let handle = StoreHandle::new(mem.clone());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.insert(new_message("c", &format!("m{i}"))).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let inserted = task.await.unwrap().unwrap();
+            let stored = handle.get(inserted.msg_id).await.unwrap().unwrap();
+            assert_eq!(stored.decode().unwrap().content, format!("m{i}"));
+            ids.push(inserted.msg_id);
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 200);
+        // Requests that arrived while a write was under way were committed together.
+        assert!(mem.writes.load(Ordering::SeqCst) < 200);
+    }
+
+    #[tokio::test]
+    async fn a_batch_gets_ids_in_input_order() {
+        let handle = StoreHandle::new(MemStore::new());
+        let batch = (0..10).map(|i| new_message("c", &i.to_string())).collect();
+        let inserted = handle.insert_batch(batch).await.unwrap();
+        assert_eq!(inserted.len(), 10);
+        assert!(inserted.windows(2).all(|w| w[0].msg_id < w[1].msg_id));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_reaches_the_caller() {
+        let mem = MemStore::new();
+        mem.fail.store(true, Ordering::SeqCst);
+        let handle = StoreHandle::new(mem.clone());
+        let err = handle.insert(new_message("c", "x")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        // The writer survives the failure and serves the next insert.
+        mem.fail.store(false, Ordering::SeqCst);
+        assert!(handle.insert(new_message("c", "y")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_request_fails_alone() {
+        let handle = StoreHandle::new(MemStore::new());
+        let err = handle
+            .insert(new_message("bad\0id", "x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn close_drains_queued_inserts_then_refuses_new_ones() {
+        let mem = MemStore::new();
+        let handle = StoreHandle::new(mem.clone());
+        let pending: Vec<_> = (0..50)
+            .map(|i| {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.insert(new_message("c", &i.to_string())).await })
+            })
+            .collect();
+        // Let every insert reach the queue before the stop does.
+        tokio::task::yield_now().await;
+        let mut acknowledged = Vec::new();
+        handle.close().await.unwrap();
+        for task in pending {
+            if let Ok(inserted) = task.await.unwrap() {
+                acknowledged.push(inserted.msg_id);
+            }
+        }
+        // Whatever was acknowledged is stored; nothing is acknowledged and lost.
+        for id in &acknowledged {
+            assert!(mem.get(*id).unwrap().is_some());
+        }
+        assert!(mem.closed.load(Ordering::SeqCst));
+        let err = handle.insert(new_message("c", "late")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Closed), "{err:?}");
+    }
+}

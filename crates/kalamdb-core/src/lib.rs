@@ -1,0 +1,29 @@
+//! KalamDB's domain: messages, their Snowflake ids, and the storage abstraction.
+//!
+//! This crate knows nothing of RocksDB or HTTP; the storage backends and the HTTP endpoints both
+//! build on it.
+//!
+//! # Layout
+//!
+//! - [`id`]: [`MessageId`], the 64-bit Snowflake (41 bits of milliseconds since 2024-01-01, 10 bits
+//!   of node id, 12 bits of sequence), and [`IdGenerator`], which issues them strictly increasing.
+//! - [`message`]: [`NewMessage`] as clients send it and its validation against [`Limits`],
+//!   [`Message`] as it is returned, [`StoredMessage`] as a store hands it back.
+//! - [`store`]: the blocking [`Store`] trait that backends implement, and [`StoreError`].
+//! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
+//!   group-commit writer thread; reads run on the blocking pool.
+//!
+//! # Config keys it serves
+//!
+//! `server.node_id` (through [`IdGenerator`]), `limits.max_message_size` and
+//! `limits.max_metadata_size` (through [`Limits`]); the server crate reads them and passes them in.
+
+pub mod handle;
+pub mod id;
+pub mod message;
+pub mod store;
+
+pub use handle::StoreHandle;
+pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
+pub use message::{Inserted, Limits, Message, NewMessage, StoredMessage, ValidationError};
+pub use store::{Store, StoreError};

@@ -1,0 +1,54 @@
+//! The storage abstraction every endpoint talks to, and its typed errors.
+
+use crate::id::{IdError, MessageId};
+use crate::message::{Inserted, NewMessage, StoredMessage, ValidationError};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The storage medium failed (I/O error, full disk, read-only file system). The request may
+    /// be retried once the operator has fixed the cause.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    /// The store has been closed for shutdown.
+    #[error("the store is closed")]
+    Closed,
+    /// A message the store would have to refuse to keep its invariants (callers validate first).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// Stored bytes did not decode: a bug or on-disk corruption.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Anything else: a bug in the store.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl From<IdError> for StoreError {
+    fn from(e: IdError) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+/// A durable message store.
+///
+/// Every method blocks; async callers go through [`crate::StoreHandle`], which runs them off the
+/// async workers. Implementations are shared as `Arc<dyn Store>`.
+pub trait Store: Send + Sync + 'static {
+    /// Stores `messages` atomically, all or none, giving them strictly increasing ids in input
+    /// order. When this returns `Ok`, the messages are as durable as the store is configured to
+    /// make them, and visible to readers.
+    fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError>;
+
+    /// Reads one message by id.
+    fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Probes the storage medium: fails when the store can no longer read or write.
+    fn health_check(&self) -> Result<(), StoreError>;
+
+    /// Makes everything written so far durable on disk (WAL and memtables).
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Flushes, then refuses further operations with [`StoreError::Closed`].
+    fn close(&self) -> Result<(), StoreError>;
+}
