@@ -1,0 +1,372 @@
+//! [`RocksStore`]: KalamDB's [`Store`] on an embedded RocksDB.
+//!
+//! This is the only crate that depends on `rocksdb`; endpoints see the [`Store`] trait alone.
+//!
+//! # Layout
+//!
+//! - [`keys`]: column families, key and value encodings (the one place that knows the bytes).
+//! - this module: [`RocksStore`], opening ([`StoreOptions`], [`OpenError`]) and the trait methods.
+//!
+//! # Config keys it serves
+//!
+//! `storage.rocksdb_path`, `storage.sync_writes`, `storage.compression` and `server.node_id`,
+//! through [`StoreOptions`].
+//!
+//! # Writes
+//!
+//! One [`Store::insert`] is one `WriteBatch` holding each message and its index entry, written
+//! atomically and, with `sync_writes`, fsynced before it returns. Ids are assigned under the same
+//! lock that orders the writes, so a message is never visible before one with a smaller id.
+//! On open, the id generator is seeded with the highest stored id: ids keep increasing across
+//! restarts.
+
+pub mod keys;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use kalamdb_core::message::validate_name;
+use kalamdb_core::{
+    IdGenerator, Inserted, Message, MessageId, NewMessage, Store, StoreError, StoredMessage,
+};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, ErrorKind,
+    FlushOptions, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+
+use crate::keys::{
+    CF_MESSAGES, CF_MESSAGE_INDEX, CF_META, COLUMN_FAMILIES, FORMAT_VERSION, META_FORMAT_VERSION,
+    META_HEALTH_PROBE, META_NODE_ID,
+};
+
+/// Block cache shared by all column families. Recent messages are the hot set of a chat store.
+const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The block compression applied to stored data (`storage.compression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// LZ4: fast, moderate ratio.
+    #[default]
+    Lz4,
+    /// Zstandard: a better ratio for more CPU.
+    Zstd,
+}
+
+impl Compression {
+    fn rocksdb_type(self) -> DBCompressionType {
+        match self {
+            Compression::None => DBCompressionType::None,
+            Compression::Lz4 => DBCompressionType::Lz4,
+            Compression::Zstd => DBCompressionType::Zstd,
+        }
+    }
+}
+
+/// What [`RocksStore::open`] needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The database directory; created, with its parents, when missing.
+    pub path: PathBuf,
+    /// This server's Snowflake node id (0-1023).
+    pub node_id: u16,
+    /// Fsync the WAL before acknowledging a write. Without it an acknowledged write survives a
+    /// process crash but not a power cut.
+    pub sync_writes: bool,
+    /// Block compression for every column family.
+    pub compression: Compression,
+}
+
+impl StoreOptions {
+    /// Options for a store at `path` with the defaults: node 0, synced writes, LZ4.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            node_id: 0,
+            sync_writes: true,
+            compression: Compression::default(),
+        }
+    }
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// RocksDB refused to open the directory (missing permissions, full disk, a lock held by
+    /// another process...).
+    #[error("cannot open the RocksDB store at {path}: {reason}")]
+    Rocks {
+        /// The directory.
+        path: PathBuf,
+        /// RocksDB's own explanation.
+        reason: String,
+    },
+    /// The directory was written by a newer, incompatible build.
+    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} only")]
+    Format {
+        /// The directory.
+        path: PathBuf,
+        /// The version found on disk.
+        found: String,
+    },
+    /// The id generator could not be set up.
+    #[error(transparent)]
+    Ids(#[from] kalamdb_core::IdError),
+}
+
+/// The RocksDB-backed [`Store`].
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    /// Held across id assignment and the write, so ids become visible in increasing order.
+    writer: Mutex<IdGenerator>,
+    sync_writes: bool,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .field("sync_writes", &self.sync_writes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksStore {
+    /// Opens (creating when missing) the store described by `options`.
+    pub fn open(options: &StoreOptions) -> Result<Self, OpenError> {
+        let path = options.path.clone();
+        let rocks_err = |e: rocksdb::Error| OpenError::Rocks {
+            path: path.clone(),
+            reason: e.into_string(),
+        };
+        std::fs::create_dir_all(&path).map_err(|e| OpenError::Rocks {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.increase_parallelism(
+            std::thread::available_parallelism().map_or(2, |n| n.get()) as i32,
+        );
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let descriptors = COLUMN_FAMILIES.iter().map(|name| {
+            ColumnFamilyDescriptor::new(*name, cf_options(name, options.compression, &cache))
+        });
+        let db = DB::open_cf_descriptors(&db_options, &path, descriptors).map_err(rocks_err)?;
+
+        check_format(&db, &path)?;
+        let seed = highest_id(&db).map_err(rocks_err)?;
+        let ids = IdGenerator::new(options.node_id, seed)?;
+        let meta = db.cf_handle(CF_META).expect("meta column family is opened");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes());
+        batch.put_cf(meta, META_NODE_ID, options.node_id.to_be_bytes());
+        db.write(batch).map_err(rocks_err)?;
+
+        tracing::debug!(path = %path.display(), seed = %seed, "opened RocksDB store");
+        Ok(Self {
+            db,
+            path,
+            writer: Mutex::new(ids),
+            sync_writes: options.sync_writes,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The highest message id stored, if any.
+    pub fn last_id(&self) -> Result<Option<MessageId>, StoreError> {
+        let seed = highest_id(&self.db).map_err(store_error)?;
+        Ok((seed != MessageId::MIN).then_some(seed))
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // Every column family in COLUMN_FAMILIES is created at open.
+        self.db.cf_handle(name).expect("column family is opened")
+    }
+
+    fn ensure_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    fn write_options(&self) -> WriteOptions {
+        let mut options = WriteOptions::default();
+        options.set_sync(self.sync_writes);
+        options
+    }
+}
+
+fn cf_options(name: &str, compression: Compression, cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    if name != CF_MESSAGES {
+        // Point lookups by id and key: a bloom filter spares a disk read for every miss.
+        table.set_bloom_filter(10.0, false);
+    }
+    let mut options = Options::default();
+    options.set_compression_type(compression.rocksdb_type());
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+fn check_format(db: &DB, path: &Path) -> Result<(), OpenError> {
+    let meta = db.cf_handle(CF_META).expect("meta column family is opened");
+    let stored = db
+        .get_cf(meta, META_FORMAT_VERSION)
+        .map_err(|e| OpenError::Rocks {
+            path: path.to_owned(),
+            reason: e.into_string(),
+        })?;
+    match stored {
+        None => Ok(()),
+        Some(bytes) if bytes == FORMAT_VERSION.to_be_bytes() => Ok(()),
+        Some(bytes) => Err(OpenError::Format {
+            path: path.to_owned(),
+            found: <[u8; 4]>::try_from(bytes.as_slice()).map_or_else(
+                |_| format!("{bytes:?}"),
+                |b| u32::from_be_bytes(b).to_string(),
+            ),
+        }),
+    }
+}
+
+/// The highest id in `message_index`, or [`MessageId::MIN`] for an empty store.
+fn highest_id(db: &DB) -> Result<MessageId, rocksdb::Error> {
+    let index = db
+        .cf_handle(CF_MESSAGE_INDEX)
+        .expect("index column family is opened");
+    match db.iterator_cf(index, IteratorMode::End).next() {
+        Some(entry) => {
+            let (key, _) = entry?;
+            Ok(keys::decode_index_key(&key).unwrap_or(MessageId::MIN))
+        }
+        None => Ok(MessageId::MIN),
+    }
+}
+
+fn store_error(e: rocksdb::Error) -> StoreError {
+    match e.kind() {
+        ErrorKind::Corruption => StoreError::Corrupt(e.into_string()),
+        ErrorKind::InvalidArgument | ErrorKind::NotSupported => {
+            StoreError::Internal(e.into_string())
+        }
+        _ => StoreError::Unavailable(e.into_string()),
+    }
+}
+
+impl Store for RocksStore {
+    fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
+        self.ensure_open()?;
+        for m in &messages {
+            validate_name("conversation_id", &m.conversation_id)?;
+            validate_name("from", &m.from)?;
+        }
+        let messages_cf = self.cf(CF_MESSAGES);
+        let index_cf = self.cf(CF_MESSAGE_INDEX);
+        let mut inserted = Vec::with_capacity(messages.len());
+        let mut batch = WriteBatch::default();
+
+        // A panic while holding the lock cannot leave the generator inconsistent (it is atomic),
+        // so a poisoned lock is still safe to use.
+        let ids = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for new in messages {
+            let id = ids.next_id()?;
+            let message = Message::from_new(id, new);
+            batch.put_cf(
+                messages_cf,
+                keys::message_key(&message.conversation_id, id),
+                keys::encode_value(&message.to_json()),
+            );
+            batch.put_cf(
+                index_cf,
+                keys::index_key(id),
+                keys::encode_value(message.conversation_id.as_bytes()),
+            );
+            inserted.push(Inserted {
+                msg_id: id,
+                conversation_id: message.conversation_id,
+                timestamp: message.timestamp,
+            });
+        }
+        self.db
+            .write_opt(batch, &self.write_options())
+            .map_err(store_error)?;
+        drop(ids);
+        Ok(inserted)
+    }
+
+    fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        self.ensure_open()?;
+        let Some(entry) = self
+            .db
+            .get_pinned_cf(self.cf(CF_MESSAGE_INDEX), keys::index_key(id))
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let conversation = keys::decode_value(&entry)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("index entry of {id} does not decode")))?;
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_MESSAGES), keys::message_key(conversation, id))
+            .map_err(store_error)?
+            .ok_or_else(|| StoreError::Corrupt(format!("message {id} is indexed but missing")))?;
+        let json = keys::decode_value(&value)
+            .ok_or_else(|| StoreError::Corrupt(format!("message {id} has an unknown version")))?;
+        Ok(Some(StoredMessage {
+            msg_id: id,
+            json: json.to_vec(),
+        }))
+    }
+
+    fn health_check(&self) -> Result<(), StoreError> {
+        self.ensure_open()?;
+        let meta = self.cf(CF_META);
+        self.db
+            .get_pinned_cf(meta, META_FORMAT_VERSION)
+            .map_err(store_error)?
+            .ok_or_else(|| StoreError::Corrupt("the format version is missing".into()))?;
+        // A read alone passes on a full or read-only disk; the probe must also write.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.db
+            .put_cf(meta, META_HEALTH_PROBE, now.to_be_bytes())
+            .map_err(store_error)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(store_error)?;
+        let mut options = FlushOptions::default();
+        options.set_wait(true);
+        for name in COLUMN_FAMILIES {
+            self.db
+                .flush_cf_opt(self.cf(name), &options)
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        // Taking the writer lock waits for an insert under way to finish before closing.
+        let _ids = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.flush()
+    }
+}

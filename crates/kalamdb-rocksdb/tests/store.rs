@@ -1,0 +1,195 @@
+//! RocksStore against a real database in a temp dir.
+
+use kalamdb_core::{MessageId, NewMessage, Store, StoreError};
+use kalamdb_rocksdb::keys::{self, CF_META, META_FORMAT_VERSION};
+use kalamdb_rocksdb::{Compression, OpenError, RocksStore, StoreOptions};
+use serde_json::json;
+
+fn new_message(conversation_id: &str, content: &str) -> NewMessage {
+    NewMessage {
+        conversation_id: conversation_id.into(),
+        from: "alice".into(),
+        content: content.into(),
+        metadata: json!({"role": "user"}).as_object().unwrap().clone(),
+    }
+}
+
+fn open(dir: &std::path::Path) -> RocksStore {
+    RocksStore::open(&StoreOptions::new(dir.join("db"))).expect("open")
+}
+
+#[test]
+fn a_message_reads_back_as_inserted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let inserted = store.insert(vec![new_message("conv", "hello")]).unwrap();
+    assert_eq!(inserted.len(), 1);
+    let id = inserted[0].msg_id;
+    assert_eq!(inserted[0].timestamp, id.timestamp_ms());
+
+    let message = store.get(id).unwrap().expect("stored").decode().unwrap();
+    assert_eq!(message.msg_id, id);
+    assert_eq!(message.conversation_id, "conv");
+    assert_eq!(message.from, "alice");
+    assert_eq!(message.content, "hello");
+    assert_eq!(message.timestamp, inserted[0].timestamp);
+    assert_eq!(message.metadata["role"], "user");
+
+    assert!(store
+        .get(MessageId::from_u64(id.as_u64() + 1))
+        .unwrap()
+        .is_none());
+    store.health_check().unwrap();
+}
+
+#[test]
+fn a_batch_gets_increasing_ids_and_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let batch: Vec<_> = (0..100).map(|i| new_message("c", &i.to_string())).collect();
+    let inserted = store.insert(batch).unwrap();
+    assert!(inserted.windows(2).all(|w| w[0].msg_id < w[1].msg_id));
+    for (i, entry) in inserted.iter().enumerate() {
+        let message = store.get(entry.msg_id).unwrap().unwrap().decode().unwrap();
+        assert_eq!(message.content, i.to_string());
+    }
+
+    let last = store.last_id().unwrap();
+    let mut bad = vec![new_message("c", "ok"), new_message("c\0x", "bad key")];
+    bad.push(new_message("c", "ok too"));
+    assert!(matches!(store.insert(bad), Err(StoreError::Invalid(_))));
+    assert_eq!(
+        store.last_id().unwrap(),
+        last,
+        "nothing of the refused batch is stored"
+    );
+}
+
+#[test]
+fn ids_keep_increasing_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, last) = {
+        let store = open(dir.path());
+        let ids = store
+            .insert((0..10).map(|i| new_message("c", &i.to_string())).collect())
+            .unwrap();
+        store.close().unwrap();
+        (ids[0].msg_id, ids[9].msg_id)
+    };
+    let store = open(dir.path());
+    assert_eq!(store.last_id().unwrap(), Some(last));
+    assert_eq!(
+        store.get(first).unwrap().unwrap().decode().unwrap().content,
+        "0"
+    );
+    let next = store.insert(vec![new_message("c", "after")]).unwrap()[0].msg_id;
+    assert!(next > last);
+}
+
+#[test]
+fn every_compression_and_sync_mode_stores_and_reads() {
+    for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        for sync_writes in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let options = StoreOptions {
+                path: dir.path().join("db"),
+                node_id: 42,
+                sync_writes,
+                compression,
+            };
+            let id = {
+                let store = RocksStore::open(&options).unwrap();
+                let content = "compressible ".repeat(1000);
+                let id = store.insert(vec![new_message("c", &content)]).unwrap()[0].msg_id;
+                // Flushing writes an SST file, which is where compression applies.
+                store.flush().unwrap();
+                id
+            };
+            assert_eq!(id.node_id(), 42);
+            let store = RocksStore::open(&options).unwrap();
+            let message = store.get(id).unwrap().unwrap().decode().unwrap();
+            assert_eq!(message.content.len(), 13_000, "{compression:?}");
+        }
+    }
+}
+
+#[test]
+fn a_closed_store_refuses_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.insert(vec![new_message("c", "x")]).unwrap();
+    store.close().unwrap();
+    assert!(matches!(
+        store.insert(vec![new_message("c", "y")]),
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(store.health_check(), Err(StoreError::Closed)));
+    // Closing twice is harmless.
+    store.close().unwrap();
+}
+
+#[test]
+fn a_store_from_a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(open(dir.path()));
+    {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        let db = rocksdb::DB::open_cf(&options, &path, keys::COLUMN_FAMILIES).unwrap();
+        let meta = db.cf_handle(CF_META).unwrap();
+        db.put_cf(meta, META_FORMAT_VERSION, 99u32.to_be_bytes())
+            .unwrap();
+    }
+    let err = RocksStore::open(&StoreOptions::new(&path)).unwrap_err();
+    assert!(matches!(err, OpenError::Format { .. }), "{err}");
+    assert!(err.to_string().contains("99"), "{err}");
+}
+
+#[test]
+fn an_unusable_path_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let err = RocksStore::open(&StoreOptions::new(file.join("db"))).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot open the RocksDB store"),
+        "{err}"
+    );
+}
+
+#[test]
+fn messages_lie_under_their_conversation_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let ids: Vec<_> = {
+        let store = open(dir.path());
+        ["a", "ab", "a b", "a"]
+            .iter()
+            .map(|c| store.insert(vec![new_message(c, c)]).unwrap()[0].msg_id)
+            .collect()
+    };
+    let db = rocksdb::DB::open_cf_for_read_only(
+        &rocksdb::Options::default(),
+        &path,
+        keys::COLUMN_FAMILIES,
+        false,
+    )
+    .unwrap();
+    let messages = db.cf_handle(keys::CF_MESSAGES).unwrap();
+    let (lower, upper) = keys::conversation_range("a");
+    let mut read = rocksdb::ReadOptions::default();
+    read.set_iterate_lower_bound(lower);
+    read.set_iterate_upper_bound(upper);
+    let found: Vec<_> = db
+        .iterator_cf_opt(messages, read, rocksdb::IteratorMode::Start)
+        .map(|entry| {
+            let (key, value) = entry.unwrap();
+            let (conversation, id) = keys::decode_message_key(&key).unwrap();
+            assert_eq!(conversation, b"a");
+            assert_eq!(value[0], keys::VALUE_VERSION);
+            id
+        })
+        .collect();
+    assert_eq!(found, vec![ids[0], ids[3]]);
+}
