@@ -1,0 +1,71 @@
+//! `GET /health`: liveness and a real probe of the store.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use kalamdb_core::StoreHandle;
+use kalamdb_http::{json_response, ResponseBody};
+use serde::Serialize;
+use tower_service::Service;
+
+use crate::EndpointFuture;
+
+/// Answers 200 `{status: "ok", version, uptime_secs, storage: "ok"}`, or 503 with
+/// `status: "degraded"` and `storage: "error"` when the store fails its probe.
+#[derive(Debug, Clone)]
+pub struct Health {
+    store: StoreHandle,
+    started: Instant,
+}
+
+#[derive(Debug, Serialize)]
+struct HealthBody {
+    status: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+    storage: &'static str,
+}
+
+impl Health {
+    /// An endpoint probing `store`, counting uptime from `started`.
+    pub fn new(store: StoreHandle, started: Instant) -> Self {
+        Self { store, started }
+    }
+
+    async fn handle(self) -> Response<ResponseBody> {
+        let probe = self.store.health_check().await;
+        if let Err(e) = &probe {
+            tracing::warn!(error = %e, "health check: storage probe failed");
+        }
+        let healthy = probe.is_ok();
+        let body = HealthBody {
+            status: if healthy { "ok" } else { "degraded" },
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.started.elapsed().as_secs(),
+            storage: if healthy { "ok" } else { "error" },
+        };
+        let status = if healthy {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_response(status, &body)
+    }
+}
+
+impl<B> Service<Request<B>> for Health {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle().await) })
+    }
+}

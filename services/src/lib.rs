@@ -1,0 +1,42 @@
+//! KalamDB's endpoints, each a standalone [`tower_service::Service`], and the [`Router`].
+//!
+//! Every endpoint holds only what it needs (a [`kalamdb_core::StoreHandle`], its limits), is built
+//! with `new()`, is generic over the request body (tests pass `Full<Bytes>`), is always ready, and
+//! answers every outcome as a response: its error type is [`std::convert::Infallible`].
+//!
+//! # Layout
+//!
+//! | module | route | success |
+//! | --- | --- | --- |
+//! | [`insert_message`] | `POST /api/v1/messages` | 200 `{msg_id, conversation_id, timestamp}` |
+//! | [`get_message`] | `GET /api/v1/messages/{msg_id}` | 200 the message |
+//! | [`health`] | `GET /health` | 200 `{status, version, uptime_secs, storage}` |
+//! | [`router`] | everything | 404 / 405 JSON for unknown paths and methods |
+//!
+//! Adding an endpoint is one module here and one arm in [`router`].
+//!
+//! # Status codes
+//!
+//! 200, 400 (`invalid_json`, `validation_failed`), 404, 405, 413, 415, 500, 503 (`unavailable`,
+//! and 503 `degraded` health).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
+use http::Response;
+use kalamdb_http::ResponseBody;
+
+pub mod get_message;
+pub mod health;
+pub mod insert_message;
+pub mod router;
+
+pub use get_message::GetMessage;
+pub use health::Health;
+pub use insert_message::InsertMessage;
+pub use router::Router;
+
+/// The future every endpoint returns: a response, never an error.
+pub type EndpointFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static>>;

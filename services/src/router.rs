@@ -1,0 +1,141 @@
+//! [`Router`]: method + path → endpoint, with 404 and 405 as JSON.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use http_body::Body;
+use kalamdb_http::{ApiError, BoxError, ResponseBody};
+use tower_service::Service;
+
+use crate::{EndpointFuture, GetMessage, Health, InsertMessage};
+
+/// The resources the API serves, resolved from the path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    /// `/api/v1/messages`
+    Messages,
+    /// `/api/v1/messages/{msg_id}`
+    Message,
+    /// `/health`
+    Health,
+}
+
+impl Resource {
+    fn resolve(path: &str) -> Option<Self> {
+        let rest = path.strip_prefix('/')?;
+        let mut segments = rest.split('/');
+        let resource = match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
+            (Some("api"), Some("v1"), Some("messages"), None) => Resource::Messages,
+            (Some("api"), Some("v1"), Some("messages"), Some(id)) if !id.is_empty() => {
+                Resource::Message
+            }
+            (Some("health"), None, None, None) => Resource::Health,
+            _ => return None,
+        };
+        // Nothing may follow the last segment a resource names.
+        segments.next().is_none().then_some(resource)
+    }
+
+    fn allowed(self) -> &'static [Method] {
+        match self {
+            Resource::Messages => &[Method::POST],
+            Resource::Message | Resource::Health => &[Method::GET],
+        }
+    }
+}
+
+/// Dispatches each request to the endpoint for its method and path.
+///
+/// Unknown paths get 404 `not_found`; a known path with another method gets 405
+/// `method_not_allowed` with an `Allow` header. Every endpoint is always ready, so the router is
+/// too, and it calls a clone of the endpoint per request.
+#[derive(Debug, Clone)]
+pub struct Router {
+    insert_message: InsertMessage,
+    get_message: GetMessage,
+    health: Health,
+}
+
+impl Router {
+    /// A router over the given endpoints.
+    pub fn new(insert_message: InsertMessage, get_message: GetMessage, health: Health) -> Self {
+        Self {
+            insert_message,
+            get_message,
+            health,
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for Router
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let Some(resource) = Resource::resolve(request.uri().path()) else {
+            let error = ApiError::not_found(format!("no such path: {}", request.uri().path()));
+            return Box::pin(async move { Ok(error.to_response()) });
+        };
+        match (resource, request.method()) {
+            (Resource::Messages, &Method::POST) => self.insert_message.call(request),
+            (Resource::Message, &Method::GET) => self.get_message.call(request),
+            (Resource::Health, &Method::GET) => self.health.call(request),
+            (resource, method) => {
+                let error = ApiError::method_not_allowed(method, resource.allowed());
+                Box::pin(async move { Ok(error.to_response()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_paths_exactly() {
+        assert_eq!(
+            Resource::resolve("/api/v1/messages"),
+            Some(Resource::Messages)
+        );
+        assert_eq!(
+            Resource::resolve("/api/v1/messages/123"),
+            Some(Resource::Message)
+        );
+        assert_eq!(
+            Resource::resolve("/api/v1/messages/abc"),
+            Some(Resource::Message)
+        );
+        assert_eq!(Resource::resolve("/health"), Some(Resource::Health));
+        for path in [
+            "",
+            "/",
+            "/api",
+            "/api/v1",
+            "/api/v1/messages/",
+            "/api/v1/messages/1/2",
+            "/api/v2/messages",
+            "/health/",
+            "/healthz",
+            "//health",
+        ] {
+            assert_eq!(Resource::resolve(path), None, "{path:?}");
+        }
+    }
+}
