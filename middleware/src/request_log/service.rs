@@ -1,0 +1,42 @@
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use kalamdb_http::{BoxError, ClientAddr};
+use tower_service::Service;
+
+use super::ResponseFuture;
+
+/// Logs each request once its response head is ready; see the module docs.
+#[derive(Debug, Clone)]
+pub struct RequestLog<S> {
+    pub(super) inner: S,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for RequestLog<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let peer = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            peer = tracing::field::display(peer.map_or_else(|| "-".to_owned(), |p| p.to_string())),
+        );
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        ResponseFuture::new(future, span)
+    }
+}
