@@ -1,0 +1,68 @@
+//! The KalamDB server: configuration, logging, the layer stack and the accept loop around the
+//! endpoints of `kalamdb-services` and the store of `kalamdb-rocksdb`.
+//!
+//! # Layout
+//!
+//! - [`config`]: `config.toml` → [`Config`], with defaults and validation naming the bad key.
+//! - [`logging`]: console and file logs, text or JSON.
+//! - [`stack`]: [`build_app`], the one composition root: endpoints, then the layers in order.
+//! - [`serve`]: the hyper-util accept loop with graceful shutdown.
+//! - [`run`] (here): open the store, serve until told to stop, drain, flush and close the store.
+//! - `main.rs`: the command line, signals and exit codes.
+//!
+//! # Status codes
+//!
+//! Everything the endpoints and layers answer: 200, 400, 404, 405, 413, 415, 500, 503.
+
+pub mod config;
+pub mod logging;
+pub mod serve;
+pub mod stack;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kalamdb_core::StoreHandle;
+use kalamdb_rocksdb::{OpenError, RocksStore};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use serve::{serve, Drain};
+pub use stack::build_app;
+
+/// Opens the RocksDB store the configuration names and starts its writer.
+pub fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
+    let store = RocksStore::open(&config.store_options())?;
+    Ok(StoreHandle::new(Arc::new(store)))
+}
+
+/// Serves the application over `store` on `listener` until `shutdown` resolves; then drains
+/// in-flight requests (up to `server.shutdown_timeout_ms`), flushes and closes the store.
+///
+/// Returns how the drain ended, or the error from closing the store.
+pub async fn run<F>(
+    config: &Config,
+    listener: TcpListener,
+    store: StoreHandle,
+    shutdown: F,
+) -> Result<Drain, kalamdb_core::StoreError>
+where
+    F: Future<Output = ()>,
+{
+    let app = build_app(config, store.clone(), Instant::now());
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    let drain = serve(
+        listener,
+        app,
+        shutdown,
+        Duration::from_millis(config.server.shutdown_timeout_ms),
+    )
+    .await;
+    tracing::info!("flushing and closing the store");
+    store.close().await?;
+    tracing::info!("store closed");
+    Ok(drain)
+}

@@ -1,0 +1,153 @@
+//! The real binary: start-up, requests, SIGTERM, restart, logs and configuration errors.
+
+mod common;
+
+use common::{request, run_to_end, ServerDir};
+use serde_json::json;
+
+fn insert(addr: std::net::SocketAddr, content: &str) -> u64 {
+    let body = json!({"conversation_id": "conv_1", "from": "alice", "content": content});
+    let response = request(addr, "POST", "/api/v1/messages", Some(&body)).expect("insert");
+    assert_eq!(response.status, 200, "{:?}", response.json);
+    response.json["msg_id"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn messages_survive_a_sigterm_restart_and_ids_keep_increasing() {
+    let dir = ServerDir::new("");
+    let server = dir.start();
+    let first = insert(server.addr, "before restart");
+    let second = insert(server.addr, "also before");
+    assert!(second > first);
+    let status = server.stop();
+    assert!(status.success(), "exit status {status}");
+
+    let server = dir.start();
+    let response = request(
+        server.addr,
+        "GET",
+        &format!("/api/v1/messages/{first}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json["content"], "before restart");
+    assert_eq!(response.json["msg_id"], first.to_string());
+    let third = insert(server.addr, "after restart");
+    assert!(third > second, "{third} is not above {second}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_log_file_holds_request_lines_but_no_content() {
+    let dir = ServerDir::new("");
+    let server = dir.start();
+    insert(server.addr, "a very private sentence");
+    assert!(server.stop().success());
+
+    let log =
+        std::fs::read_to_string(dir.log_path()).expect("log file exists at the configured path");
+    assert!(log.contains("starting kalamdb-server"), "{log}");
+    let request_line = log
+        .lines()
+        .find(|line| line.contains("path=/api/v1/messages") && line.contains("status=200"))
+        .unwrap_or_else(|| panic!("no request line in {log}"));
+    assert!(request_line.contains("method=POST"));
+    assert!(request_line.contains("latency_ms="));
+    assert!(request_line.contains("peer=127.0.0.1:"));
+    assert!(!log.contains("a very private sentence"));
+    // Each shutdown phase is logged.
+    for phase in [
+        "shutdown signal received",
+        "stopped accepting",
+        "store closed",
+        "shutdown complete",
+    ] {
+        assert!(log.contains(phase), "missing {phase:?} in {log}");
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = ServerDir::new("");
+    let config = std::fs::read_to_string(dir.config_path())
+        .unwrap()
+        .replace("[logging]\n", "[logging]\nformat = \"json\"\n");
+    std::fs::write(dir.config_path(), config).unwrap();
+    let server = dir.start();
+    insert(server.addr, "x");
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(dir.log_path()).unwrap();
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert!(log.contains("\"status\":200"), "{log}");
+}
+
+#[test]
+fn a_bad_config_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        ("[server]\nprot = 8080\n", "prot"),
+        ("[server]\nport = 0\n", "server.port"),
+        ("[server]\nnode_id = 5000\n", "server.node_id"),
+        ("[storage]\nsync_writes = \"yes\"\n", "storage.sync_writes"),
+        (
+            "[middleware.body_limit]\nmax_bytes = 10\n",
+            "middleware.body_limit.max_bytes",
+        ),
+        ("[server\nport = 1\n", "line 1"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let (status, _, stderr) = run_to_end(dir.path(), &["--config", path.to_str().unwrap()]);
+        assert!(!status.success(), "{text:?} was accepted");
+        assert_eq!(status.code(), Some(2));
+        assert!(stderr.contains(key), "{text:?}: {stderr}");
+    }
+    let (status, _, stderr) = run_to_end(dir.path(), &["--config", "missing.toml"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    // With no file at all: the built-in defaults.
+    let empty = tempfile::tempdir().unwrap();
+    let (status, stdout, _) = run_to_end(empty.path(), &["--check-config"]);
+    assert!(status.success());
+    assert!(stdout.contains("built-in defaults"), "{stdout}");
+    assert!(stdout.contains("port = 8080"), "{stdout}");
+    assert!(
+        stdout.contains("rocksdb_path = \"data/rocksdb\""),
+        "{stdout}"
+    );
+    assert!(
+        !empty.path().join("data").exists(),
+        "--check-config must not open the store"
+    );
+
+    // ./config.toml is read when present.
+    std::fs::write(empty.path().join("config.toml"), "[server]\nport = 9999\n").unwrap();
+    let (status, stdout, _) = run_to_end(empty.path(), &["--check-config"]);
+    assert!(status.success());
+    assert!(stdout.contains("port = 9999"), "{stdout}");
+}
+
+#[test]
+fn an_unusable_storage_path_fails_start_up_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let port = common::free_port();
+    let config = format!(
+        "[server]\nport = {port}\n[storage]\nrocksdb_path = \"{}\"\n[logging]\nfile_path = \"{}\"\n",
+        blocker.join("db").display(),
+        dir.path().join("app.log").display()
+    );
+    std::fs::write(dir.path().join("c.toml"), config).unwrap();
+    let (status, _, stderr) = run_to_end(dir.path(), &["--config", "c.toml"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("cannot open the RocksDB store"), "{stderr}");
+    assert!(stderr.contains("a-file"), "{stderr}");
+}
