@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::id::MessageId;
 use crate::message::{validate_name, Inserted, NewMessage, StoredMessage, ValidationError};
+use crate::query::{Page, Query};
 use crate::store::{Store, StoreError};
 
 /// How many requests may wait for the writer before senders wait for room.
@@ -89,6 +90,11 @@ impl StoreHandle {
     /// Reads one message by id.
     pub async fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
         self.blocking(move |store| store.get(id)).await
+    }
+
+    /// Reads one page of a conversation.
+    pub async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        self.blocking(move |store| store.query(&query)).await
     }
 
     /// Probes the storage medium.
@@ -262,6 +268,10 @@ mod tests {
                 msg_id: id,
                 json: json.clone(),
             }))
+        }
+
+        fn query(&self, _query: &Query) -> Result<Page, StoreError> {
+            Ok(Page::default())
         }
 
         fn health_check(&self) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@
 //!   of node id, 12 bits of sequence), and [`IdGenerator`], which issues them strictly increasing.
 //! - [`message`]: [`NewMessage`] as clients send it and its validation against [`Limits`],
 //!   [`Message`] as it is returned, [`StoredMessage`] as a store hands it back.
+//! - [`query`]: [`Query`] and [`Page`], a conversation's history read a page at a time.
 //! - [`store`]: the blocking [`Store`] trait that backends implement, and [`StoreError`].
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
 //!   group-commit writer thread; reads run on the blocking pool.
@@ -21,9 +22,11 @@
 pub mod handle;
 pub mod id;
 pub mod message;
+pub mod query;
 pub mod store;
 
 pub use handle::StoreHandle;
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
 pub use message::{Inserted, Limits, Message, NewMessage, StoredMessage, ValidationError};
+pub use query::{Order, Page, Query};
 pub use store::{Store, StoreError};

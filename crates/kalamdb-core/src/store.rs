@@ -2,6 +2,7 @@
 
 use crate::id::{IdError, MessageId};
 use crate::message::{Inserted, NewMessage, StoredMessage, ValidationError};
+use crate::query::{Page, Query};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,6 +43,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads one message by id.
     fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Reads one page of a conversation. Its cost is O(log n + limit): it never reads another
+    /// conversation's messages.
+    fn query(&self, query: &Query) -> Result<Page, StoreError>;
 
     /// Probes the storage medium: fails when the store can no longer read or write.
     fn health_check(&self) -> Result<(), StoreError>;
