@@ -19,6 +19,12 @@
 //! lock that orders the writes, so a message is never visible before one with a smaller id.
 //! On open, the id generator is seeded with the highest stored id: ids keep increasing across
 //! restarts.
+//!
+//! # Reads
+//!
+//! [`Store::query`] sets the iterator's lower and upper bounds to the one conversation's key range
+//! narrowed by the query's exclusive bounds, then reads forward or backward `limit + 1` entries:
+//! a seek plus the page, O(log n + limit), never touching another conversation's keys.
 
 pub mod keys;
 
@@ -28,11 +34,12 @@ use std::sync::Mutex;
 
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
-    IdGenerator, Inserted, Message, MessageId, NewMessage, Store, StoreError, StoredMessage,
+    IdGenerator, Inserted, Message, MessageId, NewMessage, Order, Page, Query, Store, StoreError,
+    StoredMessage,
 };
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, ErrorKind,
-    FlushOptions, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
 use crate::keys::{
@@ -331,6 +338,54 @@ impl Store for RocksStore {
             msg_id: id,
             json: json.to_vec(),
         }))
+    }
+
+    fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        self.ensure_open()?;
+        let conversation = query.conversation_id.as_str();
+        validate_name("conversation_id", conversation)?;
+        // Exclusive bounds become the iterator's [lower, upper) key range, which never leaves
+        // this conversation's keys (see `keys`).
+        let (mut lower, mut upper) = keys::conversation_range(conversation);
+        if let Some(since) = query.since {
+            match since.as_u64().checked_add(1) {
+                Some(next) => lower = keys::message_key(conversation, MessageId::from_u64(next)),
+                None => return Ok(Page::default()),
+            }
+        }
+        if let Some(before) = query.before {
+            upper = keys::message_key(conversation, before);
+        }
+        if query.limit == 0 || lower >= upper {
+            return Ok(Page::default());
+        }
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(lower);
+        options.set_iterate_upper_bound(upper);
+        let mode = match query.order {
+            Order::Asc => IteratorMode::Start,
+            Order::Desc => IteratorMode::End,
+        };
+        let mut messages = Vec::with_capacity(query.limit.min(1024));
+        let mut has_more = false;
+        for entry in self.db.iterator_cf_opt(self.cf(CF_MESSAGES), options, mode) {
+            let (key, value) = entry.map_err(store_error)?;
+            // One message past the limit answers `has_more` without a second query.
+            if messages.len() == query.limit {
+                has_more = true;
+                break;
+            }
+            let (_, msg_id) = keys::decode_message_key(&key)
+                .ok_or_else(|| StoreError::Corrupt("a message key does not decode".into()))?;
+            let json = keys::decode_value(&value).ok_or_else(|| {
+                StoreError::Corrupt(format!("message {msg_id} has an unknown version"))
+            })?;
+            messages.push(StoredMessage {
+                msg_id,
+                json: json.to_vec(),
+            });
+        }
+        Ok(Page { messages, has_more })
     }
 
     fn health_check(&self) -> Result<(), StoreError> {
