@@ -10,6 +10,7 @@
 //! | --- | --- | --- |
 //! | [`insert_message`] | `POST /api/v1/messages` | 200 `{msg_id, conversation_id, timestamp}` |
 //! | [`get_message`] | `GET /api/v1/messages/{msg_id}` | 200 the message |
+//! | [`query_messages`] | `POST /api/v1/query` | 200 `{messages, count, has_more, next_cursor}` |
 //! | [`health`] | `GET /health` | 200 `{status, version, uptime_secs, storage}` |
 //! | [`router`] | everything | 404 / 405 JSON for unknown paths and methods |
 //!
@@ -30,11 +31,13 @@ use kalamdb_http::ResponseBody;
 pub mod get_message;
 pub mod health;
 pub mod insert_message;
+pub mod query_messages;
 pub mod router;
 
 pub use get_message::GetMessage;
 pub use health::Health;
 pub use insert_message::InsertMessage;
+pub use query_messages::{QueryLimits, QueryMessages};
 pub use router::Router;
 
 /// The future every endpoint returns: a response, never an error.

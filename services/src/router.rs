@@ -8,7 +8,7 @@ use http_body::Body;
 use kalamdb_http::{ApiError, BoxError, ResponseBody};
 use tower_service::Service;
 
-use crate::{EndpointFuture, GetMessage, Health, InsertMessage};
+use crate::{EndpointFuture, GetMessage, Health, InsertMessage, QueryMessages};
 
 /// The resources the API serves, resolved from the path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,8 @@ enum Resource {
     Messages,
     /// `/api/v1/messages/{msg_id}`
     Message,
+    /// `/api/v1/query`
+    Query,
     /// `/health`
     Health,
 }
@@ -35,6 +37,7 @@ impl Resource {
             (Some("api"), Some("v1"), Some("messages"), Some(id)) if !id.is_empty() => {
                 Resource::Message
             }
+            (Some("api"), Some("v1"), Some("query"), None) => Resource::Query,
             (Some("health"), None, None, None) => Resource::Health,
             _ => return None,
         };
@@ -44,7 +47,7 @@ impl Resource {
 
     fn allowed(self) -> &'static [Method] {
         match self {
-            Resource::Messages => &[Method::POST],
+            Resource::Messages | Resource::Query => &[Method::POST],
             Resource::Message | Resource::Health => &[Method::GET],
         }
     }
@@ -59,15 +62,22 @@ impl Resource {
 pub struct Router {
     insert_message: InsertMessage,
     get_message: GetMessage,
+    query_messages: QueryMessages,
     health: Health,
 }
 
 impl Router {
     /// A router over the given endpoints.
-    pub fn new(insert_message: InsertMessage, get_message: GetMessage, health: Health) -> Self {
+    pub fn new(
+        insert_message: InsertMessage,
+        get_message: GetMessage,
+        query_messages: QueryMessages,
+        health: Health,
+    ) -> Self {
         Self {
             insert_message,
             get_message,
+            query_messages,
             health,
         }
     }
@@ -95,6 +105,7 @@ where
         match (resource, request.method()) {
             (Resource::Messages, &Method::POST) => self.insert_message.call(request),
             (Resource::Message, &Method::GET) => self.get_message.call(request),
+            (Resource::Query, &Method::POST) => self.query_messages.call(request),
             (Resource::Health, &Method::GET) => self.health.call(request),
             (resource, method) => {
                 let error = ApiError::method_not_allowed(method, resource.allowed());
@@ -122,6 +133,7 @@ mod tests {
             Resource::resolve("/api/v1/messages/abc"),
             Some(Resource::Message)
         );
+        assert_eq!(Resource::resolve("/api/v1/query"), Some(Resource::Query));
         assert_eq!(Resource::resolve("/health"), Some(Resource::Health));
         for path in [
             "",

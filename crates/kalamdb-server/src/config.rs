@@ -12,6 +12,7 @@ use kalamdb_core::id::MAX_NODE_ID;
 use kalamdb_core::Limits;
 use kalamdb_middleware::{body_limit, timeout};
 use kalamdb_rocksdb::{Compression, StoreOptions};
+use kalamdb_services::QueryLimits;
 use serde::{Deserialize, Serialize};
 
 /// The file read when `--config` is not given, if it exists.
@@ -109,6 +110,10 @@ pub struct LimitsConfig {
     pub max_message_size: usize,
     /// The largest `metadata`, in bytes of compact JSON. Default 65536.
     pub max_metadata_size: usize,
+    /// The page size of a query that names no `limit`. Default 50; at most `max_query_limit`.
+    pub default_query_limit: usize,
+    /// The largest `limit` a query may ask for. Default 1000.
+    pub max_query_limit: usize,
 }
 
 impl Default for LimitsConfig {
@@ -117,6 +122,8 @@ impl Default for LimitsConfig {
         Self {
             max_message_size: limits.max_message_size,
             max_metadata_size: limits.max_metadata_size,
+            default_query_limit: QueryLimits::default().default_limit,
+            max_query_limit: QueryLimits::default().max_limit,
         }
     }
 }
@@ -284,6 +291,20 @@ impl Config {
                 "must be at least 2 (the size of an empty object, {})".into(),
             ));
         }
+        if self.limits.max_query_limit == 0 {
+            return Err(("limits.max_query_limit", "must be at least 1".into()));
+        }
+        if self.limits.default_query_limit == 0
+            || self.limits.default_query_limit > self.limits.max_query_limit
+        {
+            return Err((
+                "limits.default_query_limit",
+                format!(
+                    "must be between 1 and limits.max_query_limit ({}), got {}",
+                    self.limits.max_query_limit, self.limits.default_query_limit
+                ),
+            ));
+        }
         if !is_log_filter(&self.logging.level) {
             return Err((
                 "logging.level",
@@ -334,6 +355,14 @@ impl Config {
         Limits {
             max_message_size: self.limits.max_message_size,
             max_metadata_size: self.limits.max_metadata_size,
+        }
+    }
+
+    /// The page sizes queries are held to.
+    pub fn query_limits(&self) -> QueryLimits {
+        QueryLimits {
+            default_limit: self.limits.default_query_limit,
+            max_limit: self.limits.max_query_limit,
         }
     }
 
@@ -397,6 +426,8 @@ mod tests {
         assert_eq!(config.storage.rocksdb_path, Path::new("data/rocksdb"));
         assert!(config.storage.sync_writes);
         assert_eq!(config.limits.max_message_size, 1_048_576);
+        assert_eq!(config.limits.default_query_limit, 50);
+        assert_eq!(config.limits.max_query_limit, 1000);
         assert_eq!(config.logging.file_path, Path::new("logs/app.log"));
         assert_eq!(config.middleware.body_limit.max_bytes, 8 * 1024 * 1024);
     }
@@ -452,6 +483,15 @@ mod tests {
             ("[server]\nnode_id = 1024", "server.node_id"),
             ("[storage]\nrocksdb_path = \"\"", "storage.rocksdb_path"),
             ("[limits]\nmax_message_size = 0", "limits.max_message_size"),
+            ("[limits]\nmax_query_limit = 0", "limits.max_query_limit"),
+            (
+                "[limits]\ndefault_query_limit = 0",
+                "limits.default_query_limit",
+            ),
+            (
+                "[limits]\ndefault_query_limit = 100\nmax_query_limit = 99",
+                "limits.default_query_limit",
+            ),
             ("[logging]\nlevel = \"loud\"", "logging.level"),
             ("[logging]\nformat = \"xml\"", "logging.format"),
             (

@@ -70,6 +70,7 @@ async fn start(config: Config, source: kalamdb_server::config::ConfigSource) -> 
         max_metadata_size = config.limits.max_metadata_size,
         max_body_bytes = config.middleware.body_limit.max_bytes,
         request_timeout_ms = config.middleware.timeout.request_timeout_ms,
+        max_query_limit = config.limits.max_query_limit,
         "starting kalamdb-server"
     );
     let store = match open_store(&config) {

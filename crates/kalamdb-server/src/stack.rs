@@ -10,7 +10,7 @@ use kalamdb_core::StoreHandle;
 use kalamdb_http::{BoxError, ResponseBody};
 use kalamdb_middleware::request_log::RequestLogLayer;
 use kalamdb_middleware::rescue::RescueLayer;
-use kalamdb_services::{GetMessage, Health, InsertMessage, Router};
+use kalamdb_services::{GetMessage, Health, InsertMessage, QueryMessages, Router};
 use tower::{Service, ServiceBuilder};
 
 use crate::config::Config;
@@ -39,6 +39,7 @@ where
     let router = Router::new(
         InsertMessage::new(store.clone(), config.message_limits()),
         GetMessage::new(store.clone()),
+        QueryMessages::new(store.clone(), config.query_limits()),
         Health::new(store, started),
     );
 

@@ -151,3 +151,28 @@ fn an_unusable_storage_path_fails_start_up_clearly() {
     assert!(stderr.contains("cannot open the RocksDB store"), "{stderr}");
     assert!(stderr.contains("a-file"), "{stderr}");
 }
+
+#[test]
+fn the_binary_pages_through_a_conversation() {
+    let dir = ServerDir::new("[limits]\ndefault_query_limit = 2\n");
+    let server = dir.start();
+    let written: Vec<u64> = (0..5)
+        .map(|i| insert(server.addr, &format!("m{i}")))
+        .collect();
+    let mut seen = Vec::new();
+    let mut cursor = serde_json::Value::Null;
+    loop {
+        let body = json!({"conversation_id": "conv_1", "since_msg_id": cursor});
+        let page = request(server.addr, "POST", "/api/v1/query", Some(&body)).unwrap();
+        assert_eq!(page.status, 200, "{:?}", page.json);
+        for message in page.json["messages"].as_array().unwrap() {
+            seen.push(message["msg_id"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+        if page.json["has_more"] == false {
+            break;
+        }
+        cursor = page.json["next_cursor"].clone();
+    }
+    assert_eq!(seen, written);
+    assert!(server.stop().success());
+}
