@@ -60,7 +60,10 @@ impl TestStore {
         Request<Full<Bytes>>,
         Response = Response<kalamdb_http::ResponseBody>,
         Error = Infallible,
-    > + Clone {
+        Future = impl Send + 'static,
+    > + Clone
+           + Send
+           + 'static {
         build_app::<Full<Bytes>>(&self.config, self.handle.clone(), Instant::now())
     }
 
