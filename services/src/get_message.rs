@@ -56,7 +56,6 @@ impl<B> Service<Request<B>> for GetMessage {
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Parse before the future so the request (and its body type) need not be Send.
         let id = id_from_path(request.uri().path());
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(id).await.unwrap_or_else(|e| e.to_response())) })
+        crate::respond(self.clone().handle(id))
     }
 }

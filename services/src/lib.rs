@@ -43,3 +43,11 @@ pub use router::Router;
 /// The future every endpoint returns: a response, never an error.
 pub type EndpointFuture =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static>>;
+
+/// Boxes an endpoint's work into its future, answering an error with its JSON body.
+fn respond<F>(work: F) -> EndpointFuture
+where
+    F: Future<Output = Result<Response<ResponseBody>, kalamdb_http::ApiError>> + Send + 'static,
+{
+    Box::pin(async move { Ok(work.await.unwrap_or_else(|e| e.to_response())) })
+}

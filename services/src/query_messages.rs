@@ -142,13 +142,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            Ok(this
-                .handle(request)
-                .await
-                .unwrap_or_else(|e| e.to_response()))
-        })
+        crate::respond(self.clone().handle(request))
     }
 }
 
