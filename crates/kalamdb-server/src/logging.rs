@@ -3,6 +3,7 @@
 //! The file is written by a background thread (tracing-appender's non-blocking writer), so a
 //! slow disk never stalls a request; [`LogGuard`] flushes it when dropped at shutdown.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -71,7 +72,11 @@ pub fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
 
     let (console, file) = match config.format {
         LogFormat::Text => (
-            fmt::layer().with_writer(std::io::stdout).boxed(),
+            fmt::layer()
+                // Colour only for a person at a terminal, not for a redirect or a log collector.
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_writer(std::io::stdout)
+                .boxed(),
             fmt::layer()
                 .with_ansi(false)
                 .fmt_fields(FileFields::default())
