@@ -67,7 +67,7 @@ impl TestStore {
         build_app::<Full<Bytes>>(&self.config, self.handle.clone(), Instant::now())
     }
 
-    /// How many messages are stored (by walking ids from the highest; fine for small tests).
+    /// Whether the store holds no message at all.
     pub fn is_empty(&self) -> bool {
         self.rocks.last_id().expect("read last id").is_none()
     }

@@ -113,11 +113,6 @@ impl StoreHandle {
         self.blocking(|store| store.close()).await
     }
 
-    /// The store itself, for blocking callers (tools, tests).
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
