@@ -25,15 +25,18 @@ use tokio::task::JoinHandle;
 use tower::{Service, ServiceExt};
 
 /// A store in a temp dir, with the config the app is built from.
+///
+/// Fields drop in order: the handle (joining its writer thread), then the store, then the
+/// directory, so RocksDB is closed before its files are removed.
 pub struct TestStore {
-    /// Owns the directory; removed on drop.
-    pub dir: TempDir,
-    /// The store, for assertions the API cannot make (what is on disk).
-    pub rocks: Arc<RocksStore>,
     /// The handle endpoints use.
     pub handle: StoreHandle,
+    /// The store, for assertions the API cannot make (what is on disk).
+    pub rocks: Arc<RocksStore>,
     /// The configuration, with `storage.rocksdb_path` inside `dir`.
     pub config: Config,
+    /// Owns the directory; removed on drop.
+    pub dir: TempDir,
 }
 
 impl TestStore {

@@ -39,10 +39,41 @@ enum Job {
 ///
 /// Every endpoint that touches storage holds one. Create it once with [`StoreHandle::new`] and
 /// end it with [`StoreHandle::close`].
+///
+/// Dropping the last clone stops the writer thread and waits for it, so the store it holds is
+/// released before the drop returns. Without that wait a process could exit while the writer
+/// still owned an open RocksDB, and RocksDB aborts when its globals are torn down under it.
 #[derive(Clone)]
 pub struct StoreHandle {
     store: Arc<dyn Store>,
-    writer: mpsc::Sender<Job>,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread and the only sender to it.
+struct Writer {
+    /// `None` only while dropping: closing the channel is what tells the thread to end.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    async fn send(&self, job: Job) -> Result<(), StoreError> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).await.map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread finishes at most the group it is writing; a panic there was already
+            // reported to each waiting request as a dropped reply.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -56,12 +87,19 @@ impl StoreHandle {
     pub fn new(store: Arc<dyn Store>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_store = Arc::clone(&store);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("kalamdb-writer".into())
             .spawn(move || run_writer(writer_store.as_ref(), rx))
             // Failing to start a thread at boot leaves nothing sensible to do.
             .expect("failed to start the store writer thread");
-        Self { store, writer: tx }
+        let writer = Writer {
+            jobs: Some(tx),
+            thread: Some(thread),
+        };
+        Self {
+            store,
+            writer: Arc::new(writer),
+        }
     }
 
     /// Stores one message; see [`StoreHandle::insert_batch`].
@@ -79,10 +117,7 @@ impl StoreHandle {
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Inserted>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(Job::Insert { messages, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.writer.send(Job::Insert { messages, reply }).await?;
         // A dropped reply means the writer stopped before reaching this job: nothing was stored.
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -373,5 +408,19 @@ mod tests {
         assert!(mem.closed.load(Ordering::SeqCst));
         let err = handle.insert(new_message("c", "late")).await.unwrap_err();
         assert!(matches!(err, StoreError::Closed), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_releases_the_store_before_returning() {
+        let mem = MemStore::new();
+        let handle = StoreHandle::new(mem.clone());
+        let other = handle.clone();
+        handle.insert(new_message("c", "x")).await.unwrap();
+        drop(handle);
+        // A clone still lives: the writer keeps serving it.
+        assert!(other.insert(new_message("c", "y")).await.is_ok());
+        drop(other);
+        // Only the test's own reference remains: the writer thread has ended and let go.
+        assert_eq!(Arc::strong_count(&mem), 1);
     }
 }
