@@ -34,3 +34,15 @@ pub struct BodyTooLarge {
 /// by the accept loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// The request's id, put in its extensions by the request-id layer and echoed on the response
+/// as `x-request-id`, so a client's report and the server's log line can be matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub http::HeaderValue);
+
+impl RequestId {
+    /// The id as text: it is always visible ASCII.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("-")
+    }
+}

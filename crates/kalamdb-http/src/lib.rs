@@ -18,7 +18,7 @@ pub mod body;
 pub mod error;
 pub mod json;
 
-pub use body::{full, BodyTooLarge, BoxError, ClientAddr, ResponseBody};
+pub use body::{full, BodyTooLarge, BoxError, ClientAddr, RequestId, ResponseBody};
 pub use error::{ApiError, ErrorCode};
 pub use json::{
     is_json_content_type, json_bytes_response, json_response, parse_json, read_json, ObjectOnly,

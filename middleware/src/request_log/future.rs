@@ -1,8 +1,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Response;
+use http_body::Body;
 use kalamdb_http::BoxError;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -16,15 +18,17 @@ pin_project! {
         inner: F,
         span: Span,
         start: Instant,
+        slow: Duration,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, span: Span) -> Self {
+    pub(super) fn new(inner: F, span: Span, slow: Duration) -> Self {
         Self {
             inner,
             span,
             start: Instant::now(),
+            slow,
         }
     }
 }
@@ -32,6 +36,7 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
     E: Into<BoxError>,
 {
     type Output = Result<Response<B>, BoxError>;
@@ -43,19 +48,30 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(result) => result.map_err(Into::into),
         };
-        let latency_ms = this.start.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = this.start.elapsed();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let slow = elapsed >= *this.slow;
+        // One macro call per level: tracing fixes an event's level where it is written.
+        macro_rules! log {
+            ($($field:tt)*) => {
+                if slow {
+                    tracing::warn!($($field)*, latency_ms, slow = true, "request");
+                } else {
+                    tracing::info!($($field)*, latency_ms, "request");
+                }
+            };
+        }
         match &result {
             Ok(response) => {
-                tracing::info!(status = response.status().as_u16(), latency_ms, "request")
+                let bytes = response.body().size_hint().exact();
+                let response_bytes = tracing::field::display(
+                    bytes.map_or_else(|| "-".to_owned(), |b| b.to_string()),
+                );
+                log!(status = response.status().as_u16(), response_bytes)
             }
             Err(error) => {
                 let api = crate::rescue::classify(error.as_ref());
-                tracing::info!(
-                    status = api.status().as_u16(),
-                    error = api.code().as_str(),
-                    latency_ms,
-                    "request"
-                );
+                log!(status = api.status().as_u16(), error = api.code().as_str())
             }
         }
         Poll::Ready(result)

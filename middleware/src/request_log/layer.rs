@@ -1,15 +1,19 @@
+use std::time::Duration;
+
 use tower_layer::Layer;
 
 use super::RequestLog;
 
 /// Wraps a service in [`RequestLog`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestLogLayer;
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLogLayer {
+    slow: Duration,
+}
 
 impl RequestLogLayer {
-    /// The layer.
-    pub fn new() -> Self {
-        RequestLogLayer
+    /// Logs each request, at `warn` when it takes `slow` or longer.
+    pub fn new(slow: Duration) -> Self {
+        Self { slow }
     }
 }
 
@@ -17,6 +21,9 @@ impl<S> Layer<S> for RequestLogLayer {
     type Service = RequestLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestLog { inner }
+        RequestLog {
+            inner,
+            slow: self.slow,
+        }
     }
 }

@@ -1,11 +1,16 @@
-//! Request log: one `tracing` event per request, at `info`, when its response head is ready:
-//! method, path, status, latency in milliseconds and the peer address.
+//! Request log: one `tracing` event per request when its response head is ready: method, path,
+//! status, latency in milliseconds, response bytes, request id and peer address. It is `info`,
+//! or `warn` for a request slower than `slow_request_ms`.
 //!
 //! It logs the path, never the query string or the body: message content never reaches the log.
 //! An error from the layers below is logged with the status the rescue layer will give it.
 //! Latency is measured with `tokio::time::Instant`, so paused-time tests see exact figures.
+//! `response_bytes` is the body's exact length when known up front (every JSON reply); a
+//! streamed body of unknown length logs `-`.
 //!
 //! ```
+//! use std::time::Duration;
+//!
 //! use http::{Request, Response};
 //! use kalamdb_http::{full, BoxError};
 //! use kalamdb_middleware::request_log::RequestLogLayer;
@@ -13,7 +18,7 @@
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let service = ServiceBuilder::new()
-//!     .layer(RequestLogLayer::new())
+//!     .layer(RequestLogLayer::new(Duration::from_secs(1)))
 //!     .service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(full("ok"))) });
 //! let response = service.oneshot(Request::new(())).await.unwrap();
 //! assert_eq!(response.status(), 200);
@@ -27,6 +32,38 @@ mod service;
 pub use future::ResponseFuture;
 pub use layer::RequestLogLayer;
 pub use service::RequestLog;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[middleware.request_log]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Log one line per request. Default true.
+    pub enabled: bool,
+    /// A request whose response head takes at least this many milliseconds logs at `warn`.
+    /// Default 1000.
+    pub slow_request_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            slow_request_ms: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// The layer these settings describe, or `None` when it is switched off.
+    pub fn layer(&self) -> Option<RequestLogLayer> {
+        self.enabled
+            .then(|| RequestLogLayer::new(Duration::from_millis(self.slow_request_ms)))
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
-use kalamdb_http::{BoxError, ClientAddr};
+use kalamdb_http::{BoxError, ClientAddr, RequestId};
 use tower_service::Service;
 
 use super::ResponseFuture;
@@ -10,11 +11,13 @@ use super::ResponseFuture;
 #[derive(Debug, Clone)]
 pub struct RequestLog<S> {
     pub(super) inner: S,
+    pub(super) slow: Duration,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for RequestLog<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -27,16 +30,18 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let peer = request.extensions().get::<ClientAddr>().map(|addr| addr.0);
+        let request_id = request.extensions().get::<RequestId>();
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
             path = %request.uri().path(),
+            request_id = %request_id.map_or("-", RequestId::as_str),
             peer = tracing::field::display(peer.map_or_else(|| "-".to_owned(), |p| p.to_string())),
         );
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
         };
-        ResponseFuture::new(future, span)
+        ResponseFuture::new(future, span, self.slow)
     }
 }

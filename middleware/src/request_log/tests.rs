@@ -5,11 +5,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use kalamdb_http::{full, ApiError, BoxError, ClientAddr, ResponseBody};
+use kalamdb_http::{full, ApiError, BoxError, ClientAddr, RequestId, ResponseBody};
 use tower::{ServiceBuilder, ServiceExt};
 use tracing_subscriber::fmt::MakeWriter;
 
-use super::RequestLogLayer;
+use super::{Config, RequestLogLayer};
 
 /// Collects what the subscriber writes.
 #[derive(Clone, Default)]
@@ -58,13 +58,16 @@ fn request(body: &'static str) -> Request<Full<Bytes>> {
         .extensions_mut()
         .insert(ClientAddr("127.0.0.1:4321".parse().unwrap()));
     request
+        .extensions_mut()
+        .insert(RequestId(http::HeaderValue::from_static("req-42")));
+    request
 }
 
 #[tokio::test(start_paused = true)]
 async fn logs_method_path_status_latency_and_peer_but_no_content() {
     let (captured, _guard) = capture();
     let response = ServiceBuilder::new()
-        .layer(RequestLogLayer::new())
+        .layer(RequestLogLayer::new(Duration::from_secs(1)))
         .service_fn(|_: Request<Full<Bytes>>| async {
             tokio::time::sleep(Duration::from_millis(25)).await;
             Ok::<_, BoxError>(Response::new(full("stored")))
@@ -79,6 +82,9 @@ async fn logs_method_path_status_latency_and_peer_but_no_content() {
     assert!(log.contains("peer=127.0.0.1:4321"), "{log}");
     assert!(log.contains("status=200"), "{log}");
     assert!(log.contains("latency_ms=25"), "{log}");
+    assert!(log.contains("request_id=req-42"), "{log}");
+    assert!(log.contains("response_bytes=6"), "{log}");
+    assert!(log.contains(" INFO "), "{log}");
     assert!(!log.contains("top secret"), "{log}");
     assert!(!log.contains("token=abc"), "{log}");
 }
@@ -87,7 +93,7 @@ async fn logs_method_path_status_latency_and_peer_but_no_content() {
 async fn logs_errors_with_the_status_they_will_get() {
     let (captured, _guard) = capture();
     let result = ServiceBuilder::new()
-        .layer(RequestLogLayer::new())
+        .layer(RequestLogLayer::new(Duration::from_secs(1)))
         .service_fn(|_: Request<Full<Bytes>>| async {
             Err::<Response<ResponseBody>, BoxError>(Box::new(ApiError::unavailable()))
         })
@@ -100,4 +106,44 @@ async fn logs_errors_with_the_status_they_will_get() {
         log.contains("error=\"unavailable\"") || log.contains("error=unavailable"),
         "{log}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_request_logs_at_warn() {
+    let (captured, _guard) = capture();
+    let slow = Config {
+        enabled: true,
+        slow_request_ms: 100,
+    };
+    let service = ServiceBuilder::new()
+        .layer(slow.layer().unwrap())
+        .service_fn(|request: Request<Full<Bytes>>| async move {
+            let wait = if request.uri().path() == "/slow" { 100 } else { 99 };
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            Ok::<_, BoxError>(Response::new(full("")))
+        });
+    for path in ["/quick", "/slow"] {
+        let request = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+        service.clone().oneshot(request).await.unwrap();
+    }
+    let log = captured.text();
+    let line = |path: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("path={path}")))
+            .unwrap_or_else(|| panic!("no line for {path}: {log}"))
+            .to_owned()
+    };
+    assert!(line("/quick").contains(" INFO "), "{log}");
+    assert!(line("/slow").contains(" WARN "), "{log}");
+    assert!(line("/slow").contains("slow=true"), "{log}");
+}
+
+#[test]
+fn can_be_switched_off() {
+    let off = Config {
+        enabled: false,
+        ..Config::default()
+    };
+    assert!(off.layer().is_none());
+    assert!(Config::default().layer().is_some());
 }

@@ -6,6 +6,7 @@
 //! | [`ApiError`] | itself |
 //! | [`BodyTooLarge`] | 413 `payload_too_large` |
 //! | `tower::timeout::error::Elapsed` | 503 `timeout`, `Retry-After: 1` |
+//! | `tower::load_shed::error::Overloaded` | 503 `overloaded`, `Retry-After: 1` |
 //! | a panic, anything else | 500 `internal`, logged |
 //!
 //! ```
@@ -47,6 +48,13 @@ pub fn classify(error: &(dyn std::error::Error + 'static)) -> ApiError {
         return ApiError::new(
             ErrorCode::Timeout,
             "the request did not finish within the server's time limit; retry later",
+        )
+        .with_retry_after(1);
+    }
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        return ApiError::new(
+            ErrorCode::Overloaded,
+            "the server is handling as many requests as it allows; retry shortly",
         )
         .with_retry_after(1);
     }

@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 pub use tower::timeout::error::Elapsed;
 pub use tower::timeout::{Timeout, TimeoutLayer};
 
+use crate::InvalidSetting;
+
 /// `[middleware.timeout]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,9 +49,12 @@ impl Default for Config {
 
 impl Config {
     /// Checks the settings; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.request_timeout_ms == 0 {
-            return Err("middleware.timeout.request_timeout_ms must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "middleware.timeout.request_timeout_ms",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -103,7 +108,7 @@ mod tests {
         }
         .validate()
         .unwrap_err();
-        assert!(err.contains("middleware.timeout.request_timeout_ms"));
+        assert_eq!(err.key, "middleware.timeout.request_timeout_ms");
         assert!(Config::default().validate().is_ok());
     }
 }

@@ -1,0 +1,84 @@
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use kalamdb_http::{full, ApiError, BoxError, ResponseBody};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::MetricKind;
+use tower::{ServiceBuilder, ServiceExt};
+
+use super::{Config, REQUESTS_TOTAL, REQUEST_DURATION_SECONDS};
+
+/// Answers `/fail` with an unavailable store, anything else with 200 after 25 ms.
+async fn call(path: &str) -> Result<Response<ResponseBody>, BoxError> {
+    ServiceBuilder::new()
+        .option_layer(Config::default().layer())
+        .service_fn(|request: Request<()>| async move {
+            if request.uri().path() == "/fail" {
+                return Err::<Response<ResponseBody>, BoxError>(Box::new(ApiError::unavailable()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            Ok(Response::new(full("ok")))
+        })
+        .oneshot(Request::post(path).body(()).unwrap())
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_response_says_how_long_it_took() {
+    let response = call("/").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["server-timing"], "app;dur=25.000");
+}
+
+#[test]
+fn answered_and_failed_requests_are_counted_with_their_status() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            call("/").await.unwrap();
+            call("/").await.unwrap();
+            assert!(call("/fail").await.is_err());
+        })
+    });
+
+    let mut counts = Vec::new();
+    let mut durations = Vec::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        match (key.kind(), key.key().name(), value) {
+            (MetricKind::Counter, REQUESTS_TOTAL, DebugValue::Counter(n)) => {
+                counts.push((labels.join(","), n))
+            }
+            (MetricKind::Histogram, REQUEST_DURATION_SECONDS, DebugValue::Histogram(values)) => {
+                durations.push((labels.join(","), values.len()))
+            }
+            other => panic!("unexpected metric {other:?}"),
+        }
+    }
+    counts.sort();
+    durations.sort();
+    assert_eq!(
+        counts,
+        [
+            ("method=POST,status=200".to_owned(), 2),
+            ("method=POST,status=503".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        durations,
+        [
+            ("method=POST,status=200".to_owned(), 2),
+            ("method=POST,status=503".to_owned(), 1)
+        ]
+    );
+}
