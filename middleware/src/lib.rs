@@ -7,8 +7,9 @@
 //!
 //! Layers reject with typed errors ([`kalamdb_http::BodyTooLarge`],
 //! [`tower::timeout::error::Elapsed`], [`tower::load_shed::error::Overloaded`],
-//! [`kalamdb_http::ApiError`]); the outermost [`rescue`] layer
-//! turns every one of them, and any panic, into the one JSON error body. Only the server's
+//! [`kalamdb_http::ApiError`]); the [`rescue`] layer turns every one of them, and any panic, into
+//! the one JSON error body. The few layers outside it (request id, request log, timing, CORS)
+//! never fail, so they see every answer exactly as the client gets it. Only the server's
 //! `stack.rs` orders the layers.
 //!
 //! # Layout
@@ -18,10 +19,10 @@
 //! | module | config | answers |
 //! | --- | --- | --- |
 //! | [`request_id`] | `[middleware.request_id]` | nothing: sets `x-request-id` |
-//! | [`rescue`] | none | 500 `internal` for panics and unknown errors; renders all the others |
 //! | [`request_log`] | `[middleware.request_log]` | nothing: one log line per request |
 //! | [`timing`] | `[middleware.timing]` | nothing: `Server-Timing` and request metrics |
 //! | [`cors`] | `[middleware.cors]` | preflights |
+//! | [`rescue`] | none | 500 `internal` for panics and unknown errors; renders all the others |
 //! | [`rate_limit`] | `[middleware.rate_limit]` | 429 `rate_limited` |
 //! | [`concurrency`] | `[middleware.concurrency]` | 503 `overloaded` |
 //! | [`timeout`] | `[middleware.timeout]` | 503 `timeout` |

@@ -209,3 +209,19 @@ pub fn http2_client() -> Client<hyper_util::client::legacy::connect::HttpConnect
         .http2_only(true)
         .build_http()
 }
+
+/// A request body that never yields a byte: a client that stalls mid-upload.
+#[derive(Debug, Clone, Copy)]
+pub struct StalledBody;
+
+impl http_body::Body for StalledBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}

@@ -1,14 +1,11 @@
 //! Requests through the whole stack, exactly as the server builds it, with `oneshot`.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body::{Body, Frame};
 use kalamdb_server::{build_app, Config};
-use kalamdb_tests::{call, get, post_json, Answer, TestStore};
+use kalamdb_tests::{call, get, post_json, Answer, StalledBody, TestStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -383,21 +380,6 @@ async fn health_is_degraded_once_the_store_is_closed() {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.error_code(), "unavailable");
     assert!(answer.headers.contains_key("retry-after"));
-}
-
-/// A request body that never yields a byte: a client that stalls mid-upload.
-struct StalledBody;
-
-impl Body for StalledBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Poll::Pending
-    }
 }
 
 #[tokio::test(start_paused = true)]

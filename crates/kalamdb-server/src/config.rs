@@ -7,13 +7,19 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kalamdb_core::id::MAX_NODE_ID;
 use kalamdb_core::Limits;
-use kalamdb_middleware::{body_limit, timeout};
+use kalamdb_middleware::{
+    body_limit, concurrency, cors, rate_limit, request_id, request_log, timeout, timing,
+    InvalidSetting,
+};
 use kalamdb_rocksdb::{Compression, StoreOptions};
 use kalamdb_services::QueryLimits;
 use serde::{Deserialize, Serialize};
+
+use crate::serve::ServeOptions;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config.toml";
@@ -47,6 +53,15 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests before closing their connections, in
     /// milliseconds. Default 30000.
     pub shutdown_timeout_ms: u64,
+    /// How long an HTTP/1 client has to send a request's headers, and how long an idle
+    /// keep-alive connection stays open, in milliseconds. Stops slowloris clients from holding
+    /// connections. Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// Keep HTTP/1.1 connections open between requests. Default true.
+    pub keep_alive: bool,
+    /// The most connections open at once; further clients wait in the listen backlog until one
+    /// closes. Default 10000.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -56,11 +71,24 @@ impl Default for ServerConfig {
             port: 8080,
             node_id: 0,
             shutdown_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            keep_alive: true,
+            max_connections: 10_000,
         }
     }
 }
 
 impl ServerConfig {
+    /// How the accept loop treats connections.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            drain_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            keep_alive: self.keep_alive,
+            max_connections: self.max_connections,
+        }
+    }
+
     /// The socket address to bind.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
@@ -165,10 +193,32 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MiddlewareConfig {
-    /// `[middleware.body_limit]`.
-    pub body_limit: body_limit::Config,
+    /// `[middleware.request_id]`.
+    pub request_id: request_id::Config,
+    /// `[middleware.request_log]`.
+    pub request_log: request_log::Config,
+    /// `[middleware.timing]`.
+    pub timing: timing::Config,
+    /// `[middleware.cors]`.
+    pub cors: cors::Config,
+    /// `[middleware.rate_limit]`.
+    pub rate_limit: rate_limit::Config,
+    /// `[middleware.concurrency]`.
+    pub concurrency: concurrency::Config,
     /// `[middleware.timeout]`.
     pub timeout: timeout::Config,
+    /// `[middleware.body_limit]`.
+    pub body_limit: body_limit::Config,
+}
+
+impl MiddlewareConfig {
+    /// Each layer's own checks, in stack order.
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        self.cors.validate()?;
+        self.rate_limit.validate()?;
+        self.concurrency.validate()?;
+        self.timeout.validate()
+    }
 }
 
 /// Why the configuration was refused.
@@ -317,8 +367,14 @@ impl Config {
         if self.logging.file_path.as_os_str().is_empty() {
             return Err(("logging.file_path", "must not be empty".into()));
         }
-        if let Err(message) = self.middleware.timeout.validate() {
-            return Err(("middleware.timeout.request_timeout_ms", message));
+        if self.server.header_read_timeout_ms == 0 {
+            return Err(("server.header_read_timeout_ms", "must be at least 1".into()));
+        }
+        if self.server.max_connections == 0 {
+            return Err(("server.max_connections", "must be at least 1".into()));
+        }
+        if let Err(invalid) = self.middleware.validate() {
+            return Err((invalid.key, invalid.message));
         }
         let needed = self.min_body_bytes();
         if self.middleware.body_limit.max_bytes < needed {
@@ -435,7 +491,35 @@ mod tests {
     #[test]
     fn the_example_file_parses_and_shows_the_defaults() {
         let text = include_str!("../../../config.example.toml");
-        assert_eq!(parse(text).unwrap(), Config::default());
+        let mut example = parse(text).unwrap();
+        // The one departure, on purpose: the example shows the rate limit switched on.
+        assert!(example.middleware.rate_limit.enabled);
+        assert!(!Config::default().middleware.rate_limit.enabled);
+        example.middleware.rate_limit.enabled = false;
+        assert_eq!(example, Config::default());
+    }
+
+    #[test]
+    fn the_example_file_shows_every_key() {
+        fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (key, value) in table {
+                let path = format!("{prefix}{key}");
+                match value {
+                    toml::Value::Table(inner) => keys(&format!("{path}."), inner, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let example: toml::Table = include_str!("../../../config.example.toml")
+            .parse()
+            .unwrap();
+        let defaults: toml::Table = Config::default().to_toml().parse().unwrap();
+        let (mut shown, mut all) = (Vec::new(), Vec::new());
+        keys("", &example, &mut shown);
+        keys("", &defaults, &mut all);
+        shown.sort();
+        all.sort();
+        assert_eq!(shown, all);
     }
 
     #[test]
@@ -501,6 +585,44 @@ mod tests {
             (
                 "[middleware.body_limit]\nmax_bytes = 1024",
                 "middleware.body_limit.max_bytes",
+            ),
+            (
+                "[server]\nheader_read_timeout_ms = 0",
+                "server.header_read_timeout_ms",
+            ),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            ("[server]\nkeep_alive = \"yes\"", "server.keep_alive"),
+            (
+                "[middleware.rate_limit]\nburst = 0",
+                "middleware.rate_limit.burst",
+            ),
+            (
+                "[middleware.rate_limit]\nrequests_per_second = 0",
+                "middleware.rate_limit.requests_per_second",
+            ),
+            (
+                "[middleware.rate_limit]\nkey = \"user\"",
+                "middleware.rate_limit.key",
+            ),
+            (
+                "[middleware.concurrency]\nmax_in_flight = 0",
+                "middleware.concurrency.max_in_flight",
+            ),
+            (
+                "[middleware.cors]\nallowed_origins = [\"chat.example\"]",
+                "middleware.cors.allowed_origins",
+            ),
+            (
+                "[middleware.request_log]\nslow_request_ms = -1",
+                "middleware.request_log.slow_request_ms",
+            ),
+            (
+                "[middleware.timing]\nenabled = 1",
+                "middleware.timing.enabled",
+            ),
+            (
+                "[middleware.request_id]\ntrust = true",
+                "middleware.request_id.trust",
             ),
         ] {
             let (key, message) = error_for(text);

@@ -21,14 +21,14 @@ pub mod stack;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kalamdb_core::StoreHandle;
 use kalamdb_rocksdb::{OpenError, RocksStore};
 use tokio::net::TcpListener;
 
 pub use config::Config;
-pub use serve::{serve, Drain};
+pub use serve::{serve, Drain, ServeOptions};
 pub use stack::build_app;
 
 /// Opens the RocksDB store the configuration names and starts its writer.
@@ -54,13 +54,7 @@ where
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
-    let drain = serve(
-        listener,
-        app,
-        shutdown,
-        Duration::from_millis(config.server.shutdown_timeout_ms),
-    )
-    .await;
+    let drain = serve(listener, app, shutdown, config.server.serve_options()).await;
     tracing::info!("flushing and closing the store");
     store.close().await?;
     tracing::info!("store closed");

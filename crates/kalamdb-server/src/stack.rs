@@ -8,7 +8,6 @@ use http::{Request, Response};
 use http_body::Body;
 use kalamdb_core::StoreHandle;
 use kalamdb_http::{BoxError, ResponseBody};
-use kalamdb_middleware::request_log::RequestLogLayer;
 use kalamdb_middleware::rescue::RescueLayer;
 use kalamdb_services::{GetMessage, Health, InsertMessage, QueryMessages, Router};
 use tower::{Service, ServiceBuilder};
@@ -19,6 +18,9 @@ use crate::config::Config;
 ///
 /// Generic over the request body: the server passes hyper's `Incoming`, tests pass `Full<Bytes>`.
 /// The result never fails: every error is already a JSON response.
+///
+/// # Panics
+/// When `config` has not passed [`Config::validate`] (a bad CORS origin, say).
 pub fn build_app<B>(
     config: &Config,
     store: StoreHandle,
@@ -43,15 +45,33 @@ where
         Health::new(store, started),
     );
 
+    let middleware = &config.middleware;
     ServiceBuilder::new()
-        // Outermost, so every error and panic of every layer below becomes the JSON body.
+        // Outermost: every response carries the id, and every layer below can log it.
+        .layer(middleware.request_id.layer())
+        // Outside rescue, so it logs each answer, refusals included, as the client gets it.
+        .option_layer(middleware.request_log.layer())
+        // Likewise: Server-Timing on every response and metrics with the status clients saw.
+        .option_layer(middleware.timing.layer())
+        // Outside rescue so 429s and 503s carry CORS headers a browser script needs to read
+        // them; preflights are answered here, spending no rate or concurrency allowance.
+        .option_layer(
+            middleware
+                .cors
+                .layer()
+                .expect("[middleware.cors] is validated when the config is loaded"),
+        )
+        // Every error and panic from here down becomes the one JSON error body. The layers
+        // above never fail, so the stack's error type is Infallible.
         .layer(RescueLayer::new())
-        // Logs every request that reached the server, whatever the layers below decide, with
-        // the status rescue will give it.
-        .layer(RequestLogLayer::new())
+        // Refuses over-rate clients before they take a concurrency slot or read a byte.
+        .option_layer(middleware.rate_limit.layer())
+        // Sheds load beyond max_in_flight; outside the timeout, so a timed-out request gives
+        // its slot back.
+        .option_layer(middleware.concurrency.layer())
         // The deadline covers everything below, including reading the body.
-        .layer(config.middleware.timeout.layer())
+        .layer(middleware.timeout.layer())
         // Innermost: refuses an oversized body before the router and endpoints see the request.
-        .layer(config.middleware.body_limit.layer())
+        .layer(middleware.body_limit.layer())
         .service(router)
 }

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
-pub use tower_http::cors::{Cors, CorsLayer};
 use tower_http::cors::{AllowOrigin, ExposeHeaders};
+pub use tower_http::cors::{Cors, CorsLayer};
 
 use crate::InvalidSetting;
 
@@ -94,9 +94,7 @@ impl Config {
     }
 
     #[allow(clippy::type_complexity)]
-    fn parts(
-        &self,
-    ) -> Result<(Option<AllowOrigin>, Vec<Method>, Vec<HeaderName>), InvalidSetting> {
+    fn parts(&self) -> Result<(Option<AllowOrigin>, Vec<Method>, Vec<HeaderName>), InvalidSetting> {
         let origin = match self.allowed_origins.as_slice() {
             [] => None,
             [any] if any == "*" => Some(AllowOrigin::any()),

@@ -37,7 +37,10 @@ async fn an_allowed_origin_gets_a_preflight_answer_and_its_header() {
     let response = send(&config, preflight("https://chat.example")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let headers = response.headers();
-    assert_eq!(headers["access-control-allow-origin"], "https://chat.example");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://chat.example"
+    );
     assert_eq!(headers["access-control-allow-methods"], "GET,POST");
     assert!(headers["access-control-allow-headers"]
         .to_str()

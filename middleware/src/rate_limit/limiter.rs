@@ -12,12 +12,8 @@ use governor::{Quota, RateLimiter};
 use super::{Config, KeyBy};
 
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
-type Keyed<C> = RateLimiter<
-    IpAddr,
-    DefaultKeyedStateStore<IpAddr>,
-    C,
-    NoOpMiddleware<<C as Clock>::Instant>,
->;
+type Keyed<C> =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 enum Kind<C: Clock> {
     Global(Direct<C>),

@@ -127,25 +127,24 @@ async fn quiet_peers_are_pruned_on_schedule() {
     // Now it is: the first request after the interval drops every quiet peer.
     harness.clock.advance(Duration::from_secs(1));
     harness.send_from("10.0.2.2").await;
-    assert!(harness.layer.tracked_keys() <= 2, "{}", harness.layer.tracked_keys());
+    assert!(
+        harness.layer.tracked_keys() <= 2,
+        "{}",
+        harness.layer.tracked_keys()
+    );
 }
 
 #[tokio::test]
 async fn a_refused_request_never_asks_the_inner_service_for_readiness() {
     let polled = Arc::new(AtomicUsize::new(0));
-    let layer = RateLimitLayer::with_clock(
-        &enabled(KeyBy::Global, 1, 1),
-        FakeRelativeClock::default(),
-    );
-    let inner = tower::service_fn(|_: Request<()>| async {
-        Ok::<_, BoxError>(Response::new(full("ok")))
+    let layer =
+        RateLimitLayer::with_clock(&enabled(KeyBy::Global, 1, 1), FakeRelativeClock::default());
+    let inner =
+        tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(full("ok"))) });
+    let mut service = ServiceBuilder::new().layer(layer).service(CountReady {
+        inner,
+        polled: Arc::clone(&polled),
     });
-    let mut service = ServiceBuilder::new()
-        .layer(layer)
-        .service(CountReady {
-            inner,
-            polled: Arc::clone(&polled),
-        });
     for _ in 0..3 {
         let _ = service.ready().await.unwrap().call(Request::new(())).await;
     }

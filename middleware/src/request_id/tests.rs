@@ -16,9 +16,7 @@ async fn ids(config: Config, incoming: Option<&str>) -> (String, String) {
             let seen = request.extensions().get::<RequestId>().unwrap().clone();
             assert_eq!(request.headers()["x-request-id"], seen.0);
             let mut response = Response::new(full(""));
-            response
-                .headers_mut()
-                .insert("x-seen", seen.0.clone());
+            response.headers_mut().insert("x-seen", seen.0.clone());
             Ok::<Response<ResponseBody>, BoxError>(response)
         })
         .oneshot(request.body(()).unwrap())

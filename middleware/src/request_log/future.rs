@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use http::Response;
 use http_body::Body;
-use kalamdb_http::BoxError;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tracing::Span;
@@ -37,16 +36,16 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body,
-    E: Into<BoxError>,
+    E: std::fmt::Display,
 {
-    type Output = Result<Response<B>, BoxError>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let _entered = this.span.enter();
         let result = match this.inner.poll(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(result) => result.map_err(Into::into),
+            Poll::Ready(result) => result,
         };
         let elapsed = this.start.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
@@ -69,10 +68,8 @@ where
                 );
                 log!(status = response.status().as_u16(), response_bytes)
             }
-            Err(error) => {
-                let api = crate::rescue::classify(error.as_ref());
-                log!(status = api.status().as_u16(), error = api.code().as_str())
-            }
+            // Only when placed inside the rescue layer, which the server's stack does not do.
+            Err(error) => log!(status = "error", error = %error),
         }
         Poll::Ready(result)
     }

@@ -3,7 +3,8 @@
 //! or `warn` for a request slower than `slow_request_ms`.
 //!
 //! It logs the path, never the query string or the body: message content never reaches the log.
-//! An error from the layers below is logged with the status the rescue layer will give it.
+//! Place it outside the rescue layer, so that it sees every answer as the client gets it; an
+//! error that does reach it is passed on untouched and logged as `status=error`.
 //! Latency is measured with `tokio::time::Instant`, so paused-time tests see exact figures.
 //! `response_bytes` is the body's exact length when known up front (every JSON reply); a
 //! streamed body of unknown length logs `-`.

@@ -2,7 +2,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use kalamdb_http::{BoxError, ClientAddr, RequestId};
+use kalamdb_http::{ClientAddr, RequestId};
 use tower_service::Service;
 
 use super::ResponseFuture;
@@ -18,14 +18,14 @@ impl<S, B, ResBody> Service<Request<B>> for RequestLog<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
     ResBody: http_body::Body,
-    S::Error: Into<BoxError>,
+    S::Error: std::fmt::Display,
 {
     type Response = S::Response;
-    type Error = BoxError;
+    type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {

@@ -36,7 +36,7 @@ use kalamdb_http::{ApiError, BodyTooLarge, BoxError, ErrorCode};
 
 /// What the client is told for `error`: the mapping of the table above.
 ///
-/// Public so other layers (the request log) can report the status an error will become.
+/// Public so a layer of another crate can tell what status an error will become.
 pub fn classify(error: &(dyn std::error::Error + 'static)) -> ApiError {
     if let Some(api) = error.downcast_ref::<ApiError>() {
         return api.clone();

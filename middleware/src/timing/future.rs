@@ -3,7 +3,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::{HeaderValue, Response};
-use kalamdb_http::BoxError;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
@@ -32,23 +31,22 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
 {
-    type Output = Result<Response<B>, BoxError>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx)).map_err(Into::into);
+        let result = std::task::ready!(this.inner.poll(cx));
         let elapsed = this.start.elapsed();
+        // An error reaches this layer only when it is placed inside the rescue layer.
         let status = match &result {
-            Ok(response) => response.status(),
-            Err(error) => crate::rescue::classify(error.as_ref()).status(),
+            Ok(response) => response.status().as_str().to_owned(),
+            Err(_) => "error".to_owned(),
         };
         let method = *this.method;
-        let status_label = status.as_str().to_owned();
-        metrics::counter!(REQUESTS_TOTAL, "method" => method, "status" => status_label.clone())
+        metrics::counter!(REQUESTS_TOTAL, "method" => method, "status" => status.clone())
             .increment(1);
-        metrics::histogram!(REQUEST_DURATION_SECONDS, "method" => method, "status" => status_label)
+        metrics::histogram!(REQUEST_DURATION_SECONDS, "method" => method, "status" => status)
             .record(elapsed.as_secs_f64());
         Poll::Ready(result.map(|mut response| {
             let ms = elapsed.as_secs_f64() * 1000.0;

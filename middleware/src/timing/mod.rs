@@ -10,8 +10,9 @@
 //!
 //! The method label is one of the standard methods or `other`, and there is no path label, so a
 //! client cannot grow the number of series. Until a recorder is installed the figures go nowhere
-//! and cost next to nothing. A failed request is recorded with the status the rescue layer will
-//! give it.
+//! and cost next to nothing. Place it outside the rescue layer so that every answer, refusals
+//! included, carries the header and is counted with the status the client got; an error that
+//! does reach it passes on untouched, counted as status `error`.
 //!
 //! ```
 //! use http::{Request, Response};

@@ -1,7 +1,6 @@
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use kalamdb_http::BoxError;
 use tower_service::Service;
 
 use super::{method_label, ResponseFuture};
@@ -15,14 +14,13 @@ pub struct Timing<S> {
 impl<S, B, ResBody> Service<Request<B>> for Timing<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
-    S::Error: Into<BoxError>,
 {
     type Response = S::Response;
-    type Error = BoxError;
+    type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {

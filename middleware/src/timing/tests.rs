@@ -7,11 +7,14 @@ use metrics_util::MetricKind;
 use tower::{ServiceBuilder, ServiceExt};
 
 use super::{Config, REQUESTS_TOTAL, REQUEST_DURATION_SECONDS};
+use crate::rescue::RescueLayer;
 
-/// Answers `/fail` with an unavailable store, anything else with 200 after 25 ms.
-async fn call(path: &str) -> Result<Response<ResponseBody>, BoxError> {
+/// As the server stacks it, outside rescue: `/fail` is an unavailable store, anything else a
+/// 200 after 25 ms.
+async fn call(path: &str) -> Response<ResponseBody> {
     ServiceBuilder::new()
         .option_layer(Config::default().layer())
+        .layer(RescueLayer::new())
         .service_fn(|request: Request<()>| async move {
             if request.uri().path() == "/fail" {
                 return Err::<Response<ResponseBody>, BoxError>(Box::new(ApiError::unavailable()));
@@ -21,11 +24,12 @@ async fn call(path: &str) -> Result<Response<ResponseBody>, BoxError> {
         })
         .oneshot(Request::post(path).body(()).unwrap())
         .await
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_response_says_how_long_it_took() {
-    let response = call("/").await.unwrap();
+    let response = call("/").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["server-timing"], "app;dur=25.000");
 }
@@ -41,9 +45,11 @@ fn answered_and_failed_requests_are_counted_with_their_status() {
         .unwrap();
     metrics::with_local_recorder(&recorder, || {
         runtime.block_on(async {
-            call("/").await.unwrap();
-            call("/").await.unwrap();
-            assert!(call("/fail").await.is_err());
+            call("/").await;
+            call("/").await;
+            let failed = call("/fail").await;
+            assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(failed.headers().contains_key("server-timing"));
         })
     });
 
