@@ -39,10 +39,15 @@ pub(crate) struct ServerDir {
 impl ServerDir {
     /// A temp dir with a config (`extra` appended) on a free port.
     pub(crate) fn new(extra: &str) -> Self {
+        Self::with_server_keys("", extra)
+    }
+
+    /// Like [`ServerDir::new`], with `server_keys` added to `[server]`.
+    pub(crate) fn with_server_keys(server_keys: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = format!(
-            "[server]\nport = {port}\nshutdown_timeout_ms = 10000\n\n\
+            "[server]\nport = {port}\nshutdown_timeout_ms = 10000\n{server_keys}\n\n\
              [storage]\nrocksdb_path = \"{}\"\n\n\
              [logging]\nfile_path = \"{}\"\n\n{extra}",
             dir.path().join("data").display(),
