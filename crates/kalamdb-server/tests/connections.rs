@@ -66,7 +66,10 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
         Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
     }
     // The server itself is fine.
-    assert_eq!(request(server.addr, "GET", "/health", None).unwrap().status, 200);
+    assert_eq!(
+        request(server.addr, "GET", "/health", None).unwrap().status,
+        200
+    );
 }
 
 #[test]
@@ -89,10 +92,8 @@ fn without_keep_alive_the_server_closes_after_each_answer() {
 
 #[test]
 fn at_the_connection_cap_a_new_client_waits_for_a_free_slot() {
-    let dir = ServerDir::with_server_keys(
-        "max_connections = 1\nheader_read_timeout_ms = 120000",
-        "",
-    );
+    let dir =
+        ServerDir::with_server_keys("max_connections = 1\nheader_read_timeout_ms = 120000", "");
     let server = dir.start();
     let holder = stall(server.addr);
 
@@ -115,6 +116,8 @@ fn at_the_connection_cap_a_new_client_waits_for_a_free_slot() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut answer = Vec::new();
-    waiting.read_to_end(&mut answer).expect("answered once a slot frees");
+    waiting
+        .read_to_end(&mut answer)
+        .expect("answered once a slot frees");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
