@@ -36,6 +36,7 @@ impl InsertMessage {
         let message: NewMessage = read_json(&parts.headers, body).await?;
         message.validate(&self.limits)?;
         let inserted = self.store.insert(message).await?;
+        metrics::counter!(crate::metrics::MESSAGES_INSERTED_TOTAL).increment(1);
         Ok(json_response(StatusCode::OK, &inserted))
     }
 }

@@ -31,14 +31,16 @@ use kalamdb_http::ResponseBody;
 pub mod get_message;
 pub mod health;
 pub mod insert_message;
+pub mod metrics;
 pub mod query_messages;
 pub mod router;
 
 pub use get_message::GetMessage;
 pub use health::Health;
 pub use insert_message::InsertMessage;
+pub use metrics::Metrics;
 pub use query_messages::{QueryLimits, QueryMessages};
-pub use router::Router;
+pub use router::{route_name, Router};
 
 /// The future every endpoint returns: a response, never an error.
 pub type EndpointFuture =

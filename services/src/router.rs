@@ -8,7 +8,7 @@ use http_body::Body;
 use kalamdb_http::{ApiError, BoxError, ResponseBody};
 use tower_service::Service;
 
-use crate::{EndpointFuture, GetMessage, Health, InsertMessage, QueryMessages};
+use crate::{EndpointFuture, GetMessage, Health, InsertMessage, Metrics, QueryMessages};
 
 /// The resources the API serves, resolved from the path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,8 @@ enum Resource {
     Query,
     /// `/health`
     Health,
+    /// `/metrics`
+    Metrics,
 }
 
 impl Resource {
@@ -39,6 +41,7 @@ impl Resource {
             }
             (Some("api"), Some("v1"), Some("query"), None) => Resource::Query,
             (Some("health"), None, None, None) => Resource::Health,
+            (Some("metrics"), None, None, None) => Resource::Metrics,
             _ => return None,
         };
         // Nothing may follow the last segment a resource names.
@@ -48,9 +51,25 @@ impl Resource {
     fn allowed(self) -> &'static [Method] {
         match self {
             Resource::Messages | Resource::Query => &[Method::POST],
-            Resource::Message | Resource::Health => &[Method::GET],
+            Resource::Message | Resource::Health | Resource::Metrics => &[Method::GET],
         }
     }
+
+    fn template(self) -> &'static str {
+        match self {
+            Resource::Messages => "/api/v1/messages",
+            Resource::Message => "/api/v1/messages/{msg_id}",
+            Resource::Query => "/api/v1/query",
+            Resource::Health => "/health",
+            Resource::Metrics => "/metrics",
+        }
+    }
+}
+
+/// The route a path belongs to, as a metrics label: its template (`/api/v1/messages/{msg_id}`),
+/// or `unmatched`. The set of values is fixed, so clients cannot grow the number of series.
+pub fn route_name(path: &str) -> &'static str {
+    Resource::resolve(path).map_or("unmatched", Resource::template)
 }
 
 /// Dispatches each request to the endpoint for its method and path.
@@ -64,6 +83,7 @@ pub struct Router {
     get_message: GetMessage,
     query_messages: QueryMessages,
     health: Health,
+    metrics: Metrics,
 }
 
 impl Router {
@@ -73,12 +93,14 @@ impl Router {
         get_message: GetMessage,
         query_messages: QueryMessages,
         health: Health,
+        metrics: Metrics,
     ) -> Self {
         Self {
             insert_message,
             get_message,
             query_messages,
             health,
+            metrics,
         }
     }
 }
@@ -107,6 +129,7 @@ where
             (Resource::Message, &Method::GET) => self.get_message.call(request),
             (Resource::Query, &Method::POST) => self.query_messages.call(request),
             (Resource::Health, &Method::GET) => self.health.call(request),
+            (Resource::Metrics, &Method::GET) => self.metrics.call(request),
             (resource, method) => {
                 let error = ApiError::method_not_allowed(method, resource.allowed());
                 Box::pin(async move { Ok(error.to_response()) })
@@ -135,6 +158,7 @@ mod tests {
         );
         assert_eq!(Resource::resolve("/api/v1/query"), Some(Resource::Query));
         assert_eq!(Resource::resolve("/health"), Some(Resource::Health));
+        assert_eq!(Resource::resolve("/metrics"), Some(Resource::Metrics));
         for path in [
             "",
             "/",
@@ -149,5 +173,15 @@ mod tests {
         ] {
             assert_eq!(Resource::resolve(path), None, "{path:?}");
         }
+    }
+
+    #[test]
+    fn route_names_are_templates() {
+        assert_eq!(
+            route_name("/api/v1/messages/123"),
+            "/api/v1/messages/{msg_id}"
+        );
+        assert_eq!(route_name("/api/v1/messages"), "/api/v1/messages");
+        assert_eq!(route_name("/wp-admin/../../etc"), "unmatched");
     }
 }

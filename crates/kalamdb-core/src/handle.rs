@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::id::MessageId;
 use crate::message::{validate_name, Inserted, NewMessage, StoredMessage, ValidationError};
 use crate::query::{Page, Query};
-use crate::store::{Store, StoreError};
+use crate::store::{PartStats, Store, StoreError};
 
 /// How many requests may wait for the writer before senders wait for room.
 const QUEUE_DEPTH: usize = 4096;
@@ -130,6 +130,11 @@ impl StoreHandle {
     /// Reads one page of a conversation.
     pub async fn query(&self, query: Query) -> Result<Page, StoreError> {
         self.blocking(move |store| store.query(&query)).await
+    }
+
+    /// The store's size figures, for the metrics endpoint.
+    pub async fn stats(&self) -> Result<Vec<PartStats>, StoreError> {
+        self.blocking(|store| store.stats()).await
     }
 
     /// Probes the storage medium.
@@ -310,6 +315,16 @@ mod tests {
 
         fn flush(&self) -> Result<(), StoreError> {
             Ok(())
+        }
+
+        fn stats(&self) -> Result<Vec<PartStats>, StoreError> {
+            let keys = self.messages.lock().unwrap().len() as u64;
+            Ok(vec![PartStats {
+                name: "messages",
+                estimated_keys: keys,
+                live_data_bytes: 0,
+                pending_compaction_bytes: 0,
+            }])
         }
 
         fn close(&self) -> Result<(), StoreError> {

@@ -29,4 +29,4 @@ pub use handle::StoreHandle;
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
 pub use message::{Inserted, Limits, Message, NewMessage, StoredMessage, ValidationError};
 pub use query::{Order, Page, Query};
-pub use store::{Store, StoreError};
+pub use store::{PartStats, Store, StoreError};

@@ -54,6 +54,23 @@ pub trait Store: Send + Sync + 'static {
     /// Makes everything written so far durable on disk (WAL and memtables).
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// Size figures for the metrics endpoint, one entry per column family (or other part).
+    fn stats(&self) -> Result<Vec<PartStats>, StoreError>;
+
     /// Flushes, then refuses further operations with [`StoreError::Closed`].
     fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Size figures of one part of a store (a RocksDB column family), as the metrics publish them.
+/// Every figure is the engine's estimate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartStats {
+    /// The part's name (`messages`, `message_index`, ...).
+    pub name: &'static str,
+    /// Keys stored.
+    pub estimated_keys: u64,
+    /// Bytes of data files currently in use.
+    pub live_data_bytes: u64,
+    /// Bytes that compaction still has to rewrite.
+    pub pending_compaction_bytes: u64,
 }

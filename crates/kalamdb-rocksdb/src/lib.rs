@@ -34,8 +34,8 @@ use std::sync::Mutex;
 
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
-    IdGenerator, Inserted, Message, MessageId, NewMessage, Order, Page, Query, Store, StoreError,
-    StoredMessage,
+    IdGenerator, Inserted, Message, MessageId, NewMessage, Order, Page, PartStats, Query, Store,
+    StoreError, StoredMessage,
 };
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, ErrorKind,
@@ -414,6 +414,32 @@ impl Store for RocksStore {
                 .map_err(store_error)?;
         }
         Ok(())
+    }
+
+    fn stats(&self) -> Result<Vec<PartStats>, StoreError> {
+        self.ensure_open()?;
+        let property = |cf: &ColumnFamily, name: &str| -> Result<u64, StoreError> {
+            Ok(self
+                .db
+                .property_int_value_cf(cf, name)
+                .map_err(store_error)?
+                .unwrap_or(0))
+        };
+        COLUMN_FAMILIES
+            .iter()
+            .map(|&name| {
+                let cf = self.cf(name);
+                Ok(PartStats {
+                    name,
+                    estimated_keys: property(cf, "rocksdb.estimate-num-keys")?,
+                    live_data_bytes: property(cf, "rocksdb.live-sst-files-size")?,
+                    pending_compaction_bytes: property(
+                        cf,
+                        "rocksdb.estimate-pending-compaction-bytes",
+                    )?,
+                })
+            })
+            .collect()
     }
 
     fn close(&self) -> Result<(), StoreError> {

@@ -193,3 +193,22 @@ fn messages_lie_under_their_conversation_key() {
         .collect();
     assert_eq!(found, vec![ids[0], ids[3]]);
 }
+
+#[test]
+fn stats_report_each_column_family_from_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let batch: Vec<_> = (0..250).map(|i| new_message("c", &i.to_string())).collect();
+    store.insert(batch).unwrap();
+    store.flush().unwrap();
+    let stats = store.stats().unwrap();
+    let names: Vec<_> = stats.iter().map(|s| s.name).collect();
+    assert_eq!(names, keys::COLUMN_FAMILIES);
+    let messages = stats.iter().find(|s| s.name == "messages").unwrap();
+    assert_eq!(messages.estimated_keys, 250);
+    assert!(messages.live_data_bytes > 0);
+    let index = stats.iter().find(|s| s.name == "message_index").unwrap();
+    assert_eq!(index.estimated_keys, 250);
+    store.close().unwrap();
+    assert!(matches!(store.stats(), Err(StoreError::Closed)));
+}

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod serve;
 pub mod stack;
 
@@ -54,7 +55,9 @@ where
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
+    let upkeep = tokio::spawn(metrics::upkeep(metrics::handle()));
     let drain = serve(listener, app, shutdown, config.server.serve_options()).await;
+    upkeep.abort();
     tracing::info!("flushing and closing the store");
     store.close().await?;
     tracing::info!("store closed");

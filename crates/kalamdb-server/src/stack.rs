@@ -9,7 +9,9 @@ use http_body::Body;
 use kalamdb_core::StoreHandle;
 use kalamdb_http::{BoxError, ResponseBody};
 use kalamdb_middleware::rescue::RescueLayer;
-use kalamdb_services::{GetMessage, Health, InsertMessage, QueryMessages, Router};
+use kalamdb_services::{
+    route_name, GetMessage, Health, InsertMessage, Metrics, QueryMessages, Router,
+};
 use tower::{Service, ServiceBuilder};
 
 use crate::config::Config;
@@ -42,7 +44,8 @@ where
         InsertMessage::new(store.clone(), config.message_limits()),
         GetMessage::new(store.clone()),
         QueryMessages::new(store.clone(), config.query_limits()),
-        Health::new(store, started),
+        Health::new(store.clone(), started),
+        Metrics::new(crate::metrics::handle(), store, started),
     );
 
     let middleware = &config.middleware;
@@ -52,7 +55,7 @@ where
         // Outside rescue, so it logs each answer, refusals included, as the client gets it.
         .option_layer(middleware.request_log.layer())
         // Likewise: Server-Timing on every response and metrics with the status clients saw.
-        .option_layer(middleware.timing.layer())
+        .option_layer(middleware.timing.layer(route_name))
         // Outside rescue so 429s and 503s carry CORS headers a browser script needs to read
         // them; preflights are answered here, spending no rate or concurrency allowance.
         .option_layer(

@@ -21,6 +21,7 @@
 //! # });
 //! ```
 
+use kalamdb_http::BoxError;
 use serde::{Deserialize, Serialize};
 pub use tower::limit::ConcurrencyLimit;
 pub use tower::load_shed::error::Overloaded;
@@ -28,6 +29,13 @@ pub use tower::load_shed::LoadShed;
 use tower_layer::Layer;
 
 use crate::InvalidSetting;
+
+/// Requests shed because `max_in_flight` were already being handled.
+pub const SHED_TOTAL: &str = "kalamdb_http_requests_shed_total";
+
+/// The service [`ConcurrencyLayer`] builds: tower's shedding limit, counting what it sheds.
+pub type Concurrency<S> =
+    tower::util::MapErr<LoadShed<ConcurrencyLimit<S>>, fn(BoxError) -> BoxError>;
 
 /// `[middleware.concurrency]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,11 +85,19 @@ pub struct ConcurrencyLayer {
 }
 
 impl<S> Layer<S> for ConcurrencyLayer {
-    type Service = LoadShed<ConcurrencyLimit<S>>;
+    type Service = Concurrency<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        LoadShed::new(ConcurrencyLimit::new(inner, self.max_in_flight))
+        let shedding = LoadShed::new(ConcurrencyLimit::new(inner, self.max_in_flight));
+        tower::util::MapErr::new(shedding, count_shed as fn(BoxError) -> BoxError)
     }
+}
+
+fn count_shed(error: BoxError) -> BoxError {
+    if error.is::<Overloaded>() {
+        metrics::counter!(SHED_TOTAL).increment(1);
+    }
+    error
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::InvalidSetting;
 
+/// Requests refused by the rate limit.
+pub const RATE_LIMITED_TOTAL: &str = "kalamdb_http_requests_rate_limited_total";
+
 /// `[middleware.rate_limit]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

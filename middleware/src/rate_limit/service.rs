@@ -59,6 +59,7 @@ where
                 ResponseFuture::inner(inner.oneshot(request))
             }
             Err(wait) => {
+                metrics::counter!(super::RATE_LIMITED_TOTAL).increment(1);
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let error = ApiError::new(
                     ErrorCode::RateLimited,

@@ -6,7 +6,7 @@ use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::{REQUESTS_TOTAL, REQUEST_DURATION_SECONDS};
+use super::{REQUESTS_IN_FLIGHT, REQUESTS_TOTAL, REQUEST_DURATION_SECONDS};
 
 pin_project! {
     /// The response future of [`super::Timing`].
@@ -14,16 +14,36 @@ pin_project! {
         #[pin]
         inner: F,
         method: &'static str,
+        route: &'static str,
         start: Instant,
+        _in_flight: InFlight,
+    }
+}
+
+/// Counts a request in flight from its start until its future completes or is dropped.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::gauge!(REQUESTS_IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, method: &'static str) -> Self {
+    pub(super) fn new(inner: F, method: &'static str, route: &'static str) -> Self {
         Self {
             inner,
             method,
+            route,
             start: Instant::now(),
+            _in_flight: InFlight::enter(),
         }
     }
 }
@@ -43,10 +63,10 @@ where
             Ok(response) => response.status().as_str().to_owned(),
             Err(_) => "error".to_owned(),
         };
-        let method = *this.method;
-        metrics::counter!(REQUESTS_TOTAL, "method" => method, "status" => status.clone())
+        let (method, route) = (*this.method, *this.route);
+        metrics::counter!(REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status)
             .increment(1);
-        metrics::histogram!(REQUEST_DURATION_SECONDS, "method" => method, "status" => status)
+        metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route)
             .record(elapsed.as_secs_f64());
         Poll::Ready(result.map(|mut response| {
             let ms = elapsed.as_secs_f64() * 1000.0;

@@ -5,10 +5,12 @@
 //!
 //! | metric | kind | labels |
 //! | --- | --- | --- |
-//! | [`REQUESTS_TOTAL`] | counter | `method`, `status` |
-//! | [`REQUEST_DURATION_SECONDS`] | histogram | `method`, `status` |
+//! | [`REQUESTS_TOTAL`] | counter | `route`, `method`, `status` |
+//! | [`REQUEST_DURATION_SECONDS`] | histogram | `route` |
+//! | [`REQUESTS_IN_FLIGHT`] | gauge | |
 //!
-//! The method label is one of the standard methods or `other`, and there is no path label, so a
+//! The route label comes from a function the server passes in (the router's route templates,
+//! `unmatched` for anything else) and the method label is a standard method or `other`, so a
 //! client cannot grow the number of series. Until a recorder is installed the figures go nowhere
 //! and cost next to nothing. Place it outside the rescue layer so that every answer, refusals
 //! included, carries the header and is counted with the status the client got; an error that
@@ -22,7 +24,7 @@
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let service = ServiceBuilder::new()
-//!     .option_layer(timing::Config::default().layer())
+//!     .option_layer(timing::Config::default().layer(|_path| "/all"))
 //!     .service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(full("ok"))) });
 //! let response = service.oneshot(Request::new(())).await.unwrap();
 //! assert!(response.headers()["server-timing"].to_str().unwrap().starts_with("app;dur="));
@@ -44,6 +46,11 @@ use serde::{Deserialize, Serialize};
 pub const REQUESTS_TOTAL: &str = "kalamdb_http_requests_total";
 /// Time from the request entering the layer to its response head, in seconds.
 pub const REQUEST_DURATION_SECONDS: &str = "kalamdb_http_request_duration_seconds";
+/// Requests entered and not yet answered.
+pub const REQUESTS_IN_FLIGHT: &str = "kalamdb_http_requests_in_flight";
+
+/// Names the route of a request path for the `route` label; it must return few distinct values.
+pub type RouteOf = fn(&str) -> &'static str;
 
 /// `[middleware.timing]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,9 +67,10 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The layer these settings describe, or `None` when it is switched off.
-    pub fn layer(&self) -> Option<TimingLayer> {
-        self.enabled.then(TimingLayer::new)
+    /// The layer these settings describe, labelling routes with `route_of`, or `None` when it
+    /// is switched off.
+    pub fn layer(&self, route_of: RouteOf) -> Option<TimingLayer> {
+        self.enabled.then(|| TimingLayer::new(route_of))
     }
 }
 

@@ -3,12 +3,13 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::{method_label, ResponseFuture};
+use super::{method_label, ResponseFuture, RouteOf};
 
 /// Times each request; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Timing<S> {
     pub(super) inner: S,
+    pub(super) route_of: RouteOf,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Timing<S>
@@ -25,6 +26,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let method = method_label(request.method());
-        ResponseFuture::new(self.inner.call(request), method)
+        let route = (self.route_of)(request.uri().path());
+        ResponseFuture::new(self.inner.call(request), method, route)
     }
 }

@@ -6,14 +6,14 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind;
 use tower::{ServiceBuilder, ServiceExt};
 
-use super::{Config, REQUESTS_TOTAL, REQUEST_DURATION_SECONDS};
+use super::{Config, REQUESTS_IN_FLIGHT, REQUESTS_TOTAL, REQUEST_DURATION_SECONDS};
 use crate::rescue::RescueLayer;
 
 /// As the server stacks it, outside rescue: `/fail` is an unavailable store, anything else a
 /// 200 after 25 ms.
 async fn call(path: &str) -> Response<ResponseBody> {
     ServiceBuilder::new()
-        .option_layer(Config::default().layer())
+        .option_layer(Config::default().layer(|path| if path == "/fail" { "/fail" } else { "/" }))
         .layer(RescueLayer::new())
         .service_fn(|request: Request<()>| async move {
             if request.uri().path() == "/fail" {
@@ -68,6 +68,10 @@ fn answered_and_failed_requests_are_counted_with_their_status() {
             (MetricKind::Histogram, REQUEST_DURATION_SECONDS, DebugValue::Histogram(values)) => {
                 durations.push((labels.join(","), values.len()))
             }
+            (MetricKind::Gauge, REQUESTS_IN_FLIGHT, DebugValue::Gauge(value)) => {
+                // Every request entered and left.
+                assert_eq!(value.into_inner(), 0.0);
+            }
             other => panic!("unexpected metric {other:?}"),
         }
     }
@@ -76,15 +80,12 @@ fn answered_and_failed_requests_are_counted_with_their_status() {
     assert_eq!(
         counts,
         [
-            ("method=POST,status=200".to_owned(), 2),
-            ("method=POST,status=503".to_owned(), 1)
+            ("route=/,method=POST,status=200".to_owned(), 2),
+            ("route=/fail,method=POST,status=503".to_owned(), 1)
         ]
     );
     assert_eq!(
         durations,
-        [
-            ("method=POST,status=200".to_owned(), 2),
-            ("method=POST,status=503".to_owned(), 1)
-        ]
+        [("route=/".to_owned(), 2), ("route=/fail".to_owned(), 1)]
     );
 }

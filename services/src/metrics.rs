@@ -1,0 +1,114 @@
+//! `GET /metrics`: every figure the server records, in the Prometheus text format.
+//!
+//! The figures are recorded through the [`metrics`] facade wherever they happen (the timing,
+//! rate-limit and concurrency layers, [`crate::InsertMessage`]); this endpoint adds the ones
+//! read on demand (the store's sizes, the process uptime) and renders the recorder that the
+//! server installed, with `metrics-exporter-prometheus`.
+//!
+//! | metric | kind | labels |
+//! | --- | --- | --- |
+//! | `kalamdb_http_requests_total` | counter | `route`, `method`, `status` |
+//! | `kalamdb_http_request_duration_seconds` | histogram | `route` |
+//! | `kalamdb_http_requests_in_flight` | gauge | |
+//! | `kalamdb_http_requests_rate_limited_total` | counter | |
+//! | `kalamdb_http_requests_shed_total` | counter | |
+//! | [`MESSAGES_INSERTED_TOTAL`] | counter | |
+//! | [`ROCKSDB_ESTIMATED_KEYS`] | gauge | `cf` |
+//! | [`ROCKSDB_LIVE_SST_BYTES`] | gauge | `cf` |
+//! | [`ROCKSDB_PENDING_COMPACTION_BYTES`] | gauge | `cf` |
+//! | [`PROCESS_UPTIME_SECONDS`] | gauge | |
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use kalamdb_core::StoreHandle;
+use kalamdb_http::{full, ResponseBody};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_service::Service;
+
+use crate::EndpointFuture;
+
+/// Messages stored, counted when their insert is acknowledged.
+pub const MESSAGES_INSERTED_TOTAL: &str = "kalamdb_messages_inserted_total";
+/// Keys in each RocksDB column family, as RocksDB estimates them.
+pub const ROCKSDB_ESTIMATED_KEYS: &str = "kalamdb_rocksdb_estimated_keys";
+/// Bytes of live SST files in each column family.
+pub const ROCKSDB_LIVE_SST_BYTES: &str = "kalamdb_rocksdb_live_sst_bytes";
+/// Bytes compaction still has to rewrite in each column family.
+pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "kalamdb_rocksdb_pending_compaction_bytes";
+/// Seconds since the server started.
+pub const PROCESS_UPTIME_SECONDS: &str = "kalamdb_process_uptime_seconds";
+
+/// The Prometheus text format's content type.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders the metrics; see the module docs.
+///
+/// `prometheus` must be the handle of the globally installed recorder: the figures this endpoint
+/// reads on demand are recorded through the global facade like every other.
+#[derive(Clone)]
+pub struct Metrics {
+    prometheus: PrometheusHandle,
+    store: StoreHandle,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// An endpoint rendering `prometheus`, reading sizes from `store`, uptime from `started`.
+    pub fn new(prometheus: PrometheusHandle, store: StoreHandle, started: Instant) -> Self {
+        Self {
+            prometheus,
+            store,
+            started,
+        }
+    }
+
+    async fn handle(self) -> Response<ResponseBody> {
+        match self.store.stats().await {
+            Ok(parts) => {
+                for part in parts {
+                    let cf = part.name;
+                    metrics::gauge!(ROCKSDB_ESTIMATED_KEYS, "cf" => cf)
+                        .set(part.estimated_keys as f64);
+                    metrics::gauge!(ROCKSDB_LIVE_SST_BYTES, "cf" => cf)
+                        .set(part.live_data_bytes as f64);
+                    metrics::gauge!(ROCKSDB_PENDING_COMPACTION_BYTES, "cf" => cf)
+                        .set(part.pending_compaction_bytes as f64);
+                }
+            }
+            // The other figures are still worth a scrape; the storage ones keep their last value.
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the store's figures"),
+        }
+        metrics::gauge!(PROCESS_UPTIME_SECONDS).set(self.started.elapsed().as_secs_f64());
+        let mut response = Response::new(full(self.prometheus.render()));
+        *response.status_mut() = StatusCode::OK;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+        response
+    }
+}
+
+impl<B> Service<Request<B>> for Metrics {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle().await) })
+    }
+}

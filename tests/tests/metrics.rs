@@ -1,0 +1,141 @@
+//! `GET /metrics` through the whole stack: every figure an operator is promised, in the
+//! Prometheus text format. One test: the recorder is process-wide.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{Either, Full};
+use kalamdb_http::ClientAddr;
+use kalamdb_server::{build_app, Config};
+use kalamdb_tests::{get, post_json, Answer, StalledBody, TestStore};
+use serde_json::json;
+use tower::ServiceExt;
+
+type MixedBody = Either<Full<Bytes>, StalledBody>;
+
+fn from(peer: &str, request: Request<Full<Bytes>>) -> Request<MixedBody> {
+    let mut request = request.map(Either::Left);
+    let addr: SocketAddr = format!("{peer}:40000").parse().unwrap();
+    request.extensions_mut().insert(ClientAddr(addr));
+    request
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            let series = line.split_whitespace().next().unwrap_or("");
+            let bare = series.split('{').next().unwrap_or("");
+            bare == name && labels.iter().all(|label| series.contains(label))
+        })
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_publish_requests_refusals_inserts_storage_and_uptime() {
+    let mut config = Config::default();
+    config.middleware.rate_limit.enabled = true;
+    config.middleware.rate_limit.requests_per_second = 1;
+    config.middleware.rate_limit.burst = 100;
+    config.middleware.concurrency.max_in_flight = 1;
+    let store = TestStore::new(config);
+    let app = build_app::<MixedBody>(&store.config, store.handle.clone(), Instant::now());
+    let send = |request| async {
+        Answer::from_response(app.clone().oneshot(request).await.unwrap()).await
+    };
+
+    for i in 0..3 {
+        let body = json!({"conversation_id": "c", "from": "a", "content": format!("m{i}")});
+        let answer = send(from(
+            "10.0.0.1",
+            post_json("/api/v1/messages", body.to_string()),
+        ))
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let answer = send(from("10.0.0.1", get("/api/v1/messages/12345"))).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+
+    // One request holds the only slot; another is shed.
+    let mut stalled = Request::post("/api/v1/messages")
+        .header("content-type", "application/json")
+        .body(Either::Right(StalledBody))
+        .unwrap();
+    stalled
+        .extensions_mut()
+        .insert(ClientAddr("10.0.0.2:1".parse().unwrap()));
+    let held = tokio::spawn(app.clone().oneshot(stalled));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let shed = send(from("10.0.0.3", get("/health"))).await;
+    assert_eq!(shed.error_code(), "overloaded");
+    held.abort();
+    let _ = held.await;
+
+    // A client over its rate.
+    let mut statuses = Vec::new();
+    for _ in 0..101 {
+        statuses.push(send(from("10.0.0.4", get("/health"))).await.status);
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS));
+
+    let response = app
+        .clone()
+        .oneshot(from("10.0.0.5", get("/metrics")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let value = |name: &str, labels: &[&str]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+    };
+
+    let inserts = [
+        "route=\"/api/v1/messages\"",
+        "method=\"POST\"",
+        "status=\"200\"",
+    ];
+    assert!(value("kalamdb_http_requests_total", &inserts) >= 3.0);
+    let misses = ["route=\"/api/v1/messages/{msg_id}\"", "status=\"404\""];
+    assert!(value("kalamdb_http_requests_total", &misses) >= 1.0);
+    assert!(
+        value(
+            "kalamdb_http_request_duration_seconds_bucket",
+            &["route=\"/api/v1/messages\"", "le=\"+Inf\""]
+        ) >= 3.0
+    );
+    assert!(
+        value(
+            "kalamdb_http_request_duration_seconds_count",
+            &["route=\"/health\""]
+        ) >= 1.0
+    );
+    // The /metrics request itself is in flight while it renders.
+    assert!(value("kalamdb_http_requests_in_flight", &[]) >= 1.0);
+    assert!(value("kalamdb_http_requests_rate_limited_total", &[]) >= 1.0);
+    assert!(value("kalamdb_http_requests_shed_total", &[]) >= 1.0);
+    assert!(value("kalamdb_messages_inserted_total", &[]) >= 3.0);
+    for name in [
+        "kalamdb_rocksdb_estimated_keys",
+        "kalamdb_rocksdb_live_sst_bytes",
+        "kalamdb_rocksdb_pending_compaction_bytes",
+    ] {
+        for cf in ["messages", "message_index", "idempotency", "meta"] {
+            value(name, &[&format!("cf=\"{cf}\"")]);
+        }
+    }
+    assert!(value("kalamdb_rocksdb_estimated_keys", &["cf=\"messages\""]) >= 3.0);
+    assert!(value("kalamdb_process_uptime_seconds", &[]) >= 0.0);
+}
