@@ -167,6 +167,9 @@ pub struct LoggingConfig {
     pub file_path: PathBuf,
     /// `text` or `json`, for both the console and the file. Default `text`.
     pub format: LogFormat,
+    /// When the file starts afresh: `never`, `daily` or `hourly`. Rotated files are named
+    /// `<file_path>.<date>`. Default `never`.
+    pub rotation: LogRotation,
 }
 
 impl Default for LoggingConfig {
@@ -175,8 +178,21 @@ impl Default for LoggingConfig {
             level: "info".into(),
             file_path: PathBuf::from("logs/app.log"),
             format: LogFormat::Text,
+            rotation: LogRotation::Never,
         }
     }
+}
+
+/// `logging.rotation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogRotation {
+    /// One file, `logging.file_path`, forever.
+    Never,
+    /// A new file each day (UTC).
+    Daily,
+    /// A new file each hour.
+    Hourly,
 }
 
 /// `logging.format`.

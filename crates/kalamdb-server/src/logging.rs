@@ -1,12 +1,16 @@
 //! Logging: `tracing` events to the console and to `logging.file_path`, as text or JSON.
 //!
 //! The file is written by a background thread (tracing-appender's non-blocking writer), so a
-//! slow disk never stalls a request; [`LogGuard`] flushes it when dropped at shutdown.
+//! slow disk never stalls a request; [`LogGuard`] flushes it when dropped at shutdown. With
+//! `logging.rotation = "daily"` or `"hourly"` the file starts afresh each period, named
+//! `<file_path>.<YYYY-MM-DD>` or `<file_path>.<YYYY-MM-DD-HH>`; `"never"` writes `file_path`
+//! itself.
 
 use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::FormatFields;
@@ -14,7 +18,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-use crate::config::{LogFormat, LoggingConfig};
+use crate::config::{LogFormat, LogRotation, LoggingConfig};
 
 /// Keeps the file writer running; dropping it flushes what is buffered.
 #[must_use = "dropping the guard stops file logging"]
@@ -55,13 +59,18 @@ pub fn init(config: &LoggingConfig) -> Result<LogGuard, LoggingError> {
         .file_path
         .file_name()
         .ok_or_else(|| file_error(std::io::Error::other("the path names no file")))?;
-    // Open once here so a read-only directory fails start-up instead of losing every line.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&config.file_path)
-        .map_err(file_error)?;
-    let appender = tracing_appender::rolling::never(directory, file_name);
+    let rotation = match config.rotation {
+        LogRotation::Never => Rotation::NEVER,
+        LogRotation::Daily => Rotation::DAILY,
+        LogRotation::Hourly => Rotation::HOURLY,
+    };
+    // Building opens the file, so a read-only directory fails start-up instead of losing every
+    // line later.
+    let appender = RollingFileAppender::builder()
+        .rotation(rotation)
+        .filename_prefix(file_name.to_string_lossy())
+        .build(directory)
+        .map_err(|e| file_error(std::io::Error::other(e)))?;
     let (file_writer, guard) = tracing_appender::non_blocking(appender);
 
     let filter = std::env::var("RUST_LOG")

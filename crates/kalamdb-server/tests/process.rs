@@ -55,11 +55,27 @@ fn the_log_file_holds_request_lines_but_no_content() {
     assert!(request_line.contains("method=POST"));
     assert!(request_line.contains("latency_ms="));
     assert!(request_line.contains("peer=127.0.0.1:"));
+    assert!(request_line.contains("request_id="));
+    assert!(request_line.contains("response_bytes="));
     assert!(!log.contains("a very private sentence"));
+    // Start-up says what runs where, with which limits.
+    let start = log
+        .lines()
+        .find(|line| line.contains("starting kalamdb-server"))
+        .unwrap();
+    for field in [
+        "version=",
+        "listen=127.0.0.1:",
+        "storage=",
+        "max_message_size=",
+    ] {
+        assert!(start.contains(field), "{field} missing from {start}");
+    }
     // Each shutdown phase is logged.
     for phase in [
         "shutdown signal received",
         "stopped accepting",
+        "flushing and closing the store",
         "store closed",
         "shutdown complete",
     ] {
@@ -174,5 +190,102 @@ fn the_binary_pages_through_a_conversation() {
         cursor = page.json["next_cursor"].clone();
     }
     assert_eq!(seen, written);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn hourly_rotation_writes_a_dated_file() {
+    let dir = ServerDir::new("");
+    let config = std::fs::read_to_string(dir.config_path())
+        .unwrap()
+        .replace("[logging]\n", "[logging]\nrotation = \"hourly\"\n");
+    std::fs::write(dir.config_path(), config).unwrap();
+    let server = dir.start();
+    insert(server.addr, "x");
+    assert!(server.stop().success());
+    let logs = dir.log_path().parent().unwrap().to_owned();
+    let files: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // server.log.YYYY-MM-DD-HH, and no undated file.
+    let dated: Vec<&String> = files
+        .iter()
+        .filter(|name| {
+            name.strip_prefix("server.log.").is_some_and(|date| {
+                date.len() == 13 && date.chars().filter(|c| *c == '-').count() == 3
+            })
+        })
+        .collect();
+    assert!(!dated.is_empty(), "{files:?}");
+    assert!(!files.iter().any(|name| name == "server.log"), "{files:?}");
+    let text = dated
+        .iter()
+        .map(|name| std::fs::read_to_string(logs.join(name)).unwrap())
+        .collect::<String>();
+    assert!(text.contains("shutdown complete"), "{text}");
+}
+
+#[test]
+fn inserts_in_flight_at_sigterm_are_acknowledged_and_survive_a_restart() {
+    use std::io::{Read, Write};
+
+    let dir = ServerDir::new("");
+    let server = dir.start();
+    // Each client sends its headers and half its body, then waits.
+    let mut clients: Vec<(String, std::net::TcpStream, Vec<u8>)> = (0..5)
+        .map(|i| {
+            let content = format!("in flight {i}");
+            let body =
+                json!({"conversation_id": "drain", "from": "a", "content": content}).to_string();
+            let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            let head = format!(
+                "POST /api/v1/messages HTTP/1.1\r\nHost: kalamdb\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(first).unwrap();
+            (content, stream, rest.to_vec())
+        })
+        .collect();
+
+    // Until the server has read their heads they are merely queued on the socket, not in
+    // flight: wait until it reports all five (and the /metrics request itself) in flight.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while common::metric(server.addr, "kalamdb_http_requests_in_flight") < 6.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "inserts never got in flight"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    common::wait_for_log(&dir.log_path(), "stopped accepting connections");
+
+    let mut ids = Vec::new();
+    for (content, stream, rest) in &mut clients {
+        stream.write_all(rest).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{content}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        ids.push((content.clone(), json["msg_id"].as_str().unwrap().to_owned()));
+    }
+    assert!(server.wait().success());
+
+    let server = dir.start();
+    for (content, id) in ids {
+        let response = request(server.addr, "GET", &format!("/api/v1/messages/{id}"), None)
+            .expect("read after restart");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json["content"], content.as_str());
+    }
     assert!(server.stop().success());
 }

@@ -205,3 +205,37 @@ pub(crate) fn run_to_end(dir: &Path, args: &[&str]) -> (ExitStatus, String, Stri
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Waits until the log file at `path` contains `needle`.
+pub(crate) fn wait_for_log(path: &Path, needle: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if std::fs::read_to_string(path).is_ok_and(|log| log.contains(needle)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{needle:?} never logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of an unlabelled metric from the server's `/metrics`.
+pub(crate) fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: kalamdb\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read metrics");
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
