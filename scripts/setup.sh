@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building KalamDB needs beyond a Rust toolchain and a C++ compiler: libclang, which
-# the `rocksdb` crate's build uses (bindgen) to generate its bindings. Idempotent and quiet when
-# everything is already there.
+# Installs what building and testing KalamDB need beyond a Rust toolchain and a C++ compiler:
+# libclang, which the `rocksdb` crate's build uses (bindgen) to generate its bindings, and curl,
+# which the example scripts use. Idempotent and quiet when everything is already there.
 set -euo pipefail
 
 have_libclang() {
@@ -10,12 +10,16 @@ have_libclang() {
     return 1
 }
 
-if ! have_libclang; then
-    echo "setup: installing libclang-dev (needed to build RocksDB's bindings)" >&2
+# libclang-dev for the build; curl for the example scripts, which the tests run.
+missing=()
+have_libclang || missing+=(libclang-dev)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libclang-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 command -v cargo >/dev/null || {
