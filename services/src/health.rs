@@ -4,7 +4,8 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response, StatusCode};
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Request, Response, StatusCode};
 use kalamdb_core::StoreHandle;
 use kalamdb_http::{json_response, ResponseBody};
 use serde::Serialize;
@@ -46,12 +47,15 @@ impl Health {
             uptime_secs: self.started.elapsed().as_secs(),
             storage: if healthy { "ok" } else { "error" },
         };
-        let status = if healthy {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        json_response(status, &body)
+        if healthy {
+            return json_response(StatusCode::OK, &body);
+        }
+        let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+        // Like every 503: a load balancer or client may retry shortly.
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        response
     }
 }
 

@@ -370,6 +370,7 @@ async fn health_is_degraded_once_the_store_is_closed() {
     let answer = call(&store.app(), get("/health")).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.json["status"], "degraded");
+    assert_eq!(answer.headers["retry-after"], "1");
 
     // Writes to a closed store are 503 `unavailable`, never a 500.
     let answer = call(

@@ -1,0 +1,273 @@
+//! `docs/openapi.yaml` cannot drift from the server: requests to every operation, successes and
+//! errors alike, each answer validated against the response the file documents for its status.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use kalamdb_server::{build_app, Config};
+use kalamdb_tests::{get, post_json, TestStore};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct Spec {
+    doc: Value,
+    /// (path template, method, status) answered and checked so far.
+    seen: BTreeSet<(String, String, u16)>,
+}
+
+impl Spec {
+    fn load() -> Self {
+        let doc = serde_yaml_ng::from_str(include_str!("../../docs/openapi.yaml"))
+            .expect("docs/openapi.yaml is YAML");
+        Self {
+            doc,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// Follows a local `$ref`, if `node` is one.
+    fn resolve<'a>(&'a self, node: &'a Value) -> &'a Value {
+        match node.get("$ref").and_then(Value::as_str) {
+            Some(pointer) => self
+                .doc
+                .pointer(pointer.trim_start_matches('#'))
+                .unwrap_or_else(|| panic!("dangling $ref {pointer}")),
+            None => node,
+        }
+    }
+
+    /// Checks one answer against the documented response of `template` / `method` / status.
+    fn check(&mut self, template: &str, method: &Method, answer: &Raw) {
+        let method_key = method.as_str().to_ascii_lowercase();
+        let status = answer.status.as_u16();
+        let operation = &self.doc["paths"][template][&method_key];
+        assert!(
+            operation.is_object(),
+            "{method} {template} is not documented"
+        );
+        let response = operation["responses"]
+            .get(status.to_string())
+            .unwrap_or_else(|| panic!("{method} {template} does not document {status}"));
+        let response = self.resolve(response);
+
+        let content_type = answer.content_type();
+        let media = &response["content"][&content_type];
+        assert!(
+            media.is_object(),
+            "{method} {template} {status}: {content_type} is not documented"
+        );
+        let instance = if content_type == "application/json" {
+            serde_json::from_slice(&answer.body).expect("a JSON body")
+        } else {
+            Value::String(String::from_utf8(answer.body.to_vec()).expect("a text body"))
+        };
+        // A root holding the spec's components, so `#/components/...` references resolve.
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": self.doc["components"],
+            "allOf": [media["schema"]],
+        });
+        let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {template} {status}: {errors:?}\n{instance}"
+        );
+        if let Some(headers) = response.get("headers").and_then(Value::as_object) {
+            for name in headers.keys() {
+                assert!(
+                    answer.headers.contains_key(name.as_str()),
+                    "{method} {template} {status}: missing header {name}"
+                );
+            }
+        }
+        self.seen.insert((template.to_owned(), method_key, status));
+    }
+
+    /// Every documented operation was answered with a success and at least one error.
+    fn assert_every_operation_covered(&self) {
+        let paths = self.doc["paths"].as_object().unwrap();
+        for (template, operations) in paths {
+            for method in operations.as_object().unwrap().keys() {
+                let statuses: Vec<u16> = self
+                    .seen
+                    .iter()
+                    .filter(|(t, m, _)| t == template && m == method)
+                    .map(|(_, _, s)| *s)
+                    .collect();
+                assert!(
+                    statuses.contains(&200),
+                    "{method} {template}: no success checked"
+                );
+                assert!(
+                    statuses.iter().any(|s| *s >= 400),
+                    "{method} {template}: no error checked"
+                );
+            }
+        }
+    }
+}
+
+/// An answer with its raw body.
+struct Raw {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Raw {
+    fn content_type(&self) -> String {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    }
+}
+
+async fn send<S>(app: &S, request: Request<Full<Bytes>>) -> Raw
+where
+    S: tower::Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<kalamdb_http::ResponseBody>,
+            Error = std::convert::Infallible,
+        > + Clone,
+{
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Raw {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn every_answer_matches_docs_openapi_yaml() {
+    let mut spec = Spec::load();
+    let mut config = Config::default();
+    config.limits.max_message_size = 64;
+    let store = TestStore::new(config);
+    let app = build_app::<Full<Bytes>>(&store.config, store.handle.clone(), Instant::now());
+
+    // POST /api/v1/messages
+    let messages = "/api/v1/messages";
+    let mut ids = Vec::new();
+    for content in ["first", "second", "third"] {
+        let body = json!({"conversation_id": "c", "from": "a", "content": content,
+                          "metadata": {"role": "user"}});
+        let answer = send(&app, post_json(messages, body.to_string())).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        spec.check(messages, &Method::POST, &answer);
+        let inserted: Value = serde_json::from_slice(&answer.body).unwrap();
+        ids.push(inserted["msg_id"].as_str().unwrap().to_owned());
+    }
+    for (request, status) in [
+        (post_json(messages, "{not json"), 400),
+        (
+            post_json(
+                messages,
+                r#"{"conversation_id":"c","from":"a","content":"x","extra":1}"#,
+            ),
+            400,
+        ),
+        (
+            post_json(
+                messages,
+                json!({"conversation_id": "c", "from": "a", "content": "x".repeat(65)}).to_string(),
+            ),
+            413,
+        ),
+        (
+            Request::post(messages)
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+            415,
+        ),
+    ] {
+        let answer = send(&app, request).await;
+        assert_eq!(answer.status.as_u16(), status);
+        spec.check(messages, &Method::POST, &answer);
+    }
+
+    // GET /api/v1/messages/{msg_id}
+    let one = "/api/v1/messages/{msg_id}";
+    for (path, status) in [
+        (format!("/api/v1/messages/{}", ids[0]), 200),
+        ("/api/v1/messages/42".to_owned(), 404),
+        ("/api/v1/messages/not-a-number".to_owned(), 400),
+    ] {
+        let answer = send(&app, get(&path)).await;
+        assert_eq!(answer.status.as_u16(), status, "{path}");
+        spec.check(one, &Method::GET, &answer);
+    }
+
+    // POST /api/v1/query
+    let query = "/api/v1/query";
+    for (body, status) in [
+        (json!({"conversation_id": "c", "limit": 2}), 200),
+        (json!({"conversation_id": "c", "since_msg_id": ids[1]}), 200),
+        (json!({"conversation_id": "nobody"}), 200),
+        (json!({"conversation_id": "c", "limit": 0}), 400),
+        (json!({"conversation_id": "c", "order": "sideways"}), 400),
+    ] {
+        let answer = send(&app, post_json(query, body.to_string())).await;
+        assert_eq!(answer.status.as_u16(), status, "{body}");
+        spec.check(query, &Method::POST, &answer);
+    }
+
+    // GET /metrics
+    let answer = send(&app, get("/metrics")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    spec.check("/metrics", &Method::GET, &answer);
+
+    // Rate limited: every operation documents 429.
+    let mut limited = Config::default();
+    limited.middleware.rate_limit.enabled = true;
+    limited.middleware.rate_limit.requests_per_second = 1;
+    limited.middleware.rate_limit.burst = 1;
+    let limited_store = TestStore::new(limited);
+    let limited_app = limited_store.app();
+    assert_eq!(
+        send(&limited_app, get("/health")).await.status,
+        StatusCode::OK
+    );
+    for (template, request) in [
+        (messages, post_json(messages, "{}")),
+        (one, get("/api/v1/messages/1")),
+        (query, post_json(query, "{}")),
+        ("/health", get("/health")),
+        ("/metrics", get("/metrics")),
+    ] {
+        let method = request.method().clone();
+        let answer = send(&limited_app, request).await;
+        assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+        spec.check(template, &method, &answer);
+    }
+
+    // GET /health, healthy and then degraded.
+    let answer = send(&app, get("/health")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    spec.check("/health", &Method::GET, &answer);
+    store.handle.close().await.unwrap();
+    let answer = send(&app, get("/health")).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    spec.check("/health", &Method::GET, &answer);
+    // With the store closed, an insert is 503 unavailable with Retry-After.
+    let body = json!({"conversation_id": "c", "from": "a", "content": "late"});
+    let answer = send(&app, post_json(messages, body.to_string())).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    spec.check(messages, &Method::POST, &answer);
+
+    spec.assert_every_operation_covered();
+}
