@@ -12,6 +12,7 @@
 //! | [`get_message`] | `GET /api/v1/messages/{msg_id}` | 200 the message |
 //! | [`query_messages`] | `POST /api/v1/query` | 200 `{messages, count, has_more, next_cursor}` |
 //! | [`health`] | `GET /health` | 200 `{status, version, uptime_secs, storage}` |
+//! | [`metrics`] | `GET /metrics` | 200 Prometheus text |
 //! | [`router`] | everything | 404 / 405 JSON for unknown paths and methods |
 //!
 //! Adding an endpoint is one module here and one arm in [`router`].
@@ -19,7 +20,7 @@
 //! # Status codes
 //!
 //! 200, 400 (`invalid_json`, `validation_failed`), 404, 405, 413, 415, 500, 503 (`unavailable`,
-//! and 503 `degraded` health).
+//! and 503 `degraded` health). [`route_name`] gives the layers a route label for a path.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -10,7 +10,8 @@
 //! - [`message`]: [`NewMessage`] as clients send it and its validation against [`Limits`],
 //!   [`Message`] as it is returned, [`StoredMessage`] as a store hands it back.
 //! - [`query`]: [`Query`] and [`Page`], a conversation's history read a page at a time.
-//! - [`store`]: the blocking [`Store`] trait that backends implement, and [`StoreError`].
+//! - [`store`]: the blocking [`Store`] trait that backends implement, [`StoreError`], and the
+//!   [`PartStats`] size figures the metrics publish.
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
 //!   group-commit writer thread; reads run on the blocking pool.
 //!

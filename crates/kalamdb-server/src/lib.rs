@@ -4,15 +4,17 @@
 //! # Layout
 //!
 //! - [`config`]: `config.toml` → [`Config`], with defaults and validation naming the bad key.
-//! - [`logging`]: console and file logs, text or JSON.
+//! - [`logging`]: console and file logs, text or JSON, rotated daily, hourly or never.
+//! - [`metrics`]: the process-wide Prometheus recorder `GET /metrics` renders.
 //! - [`stack`]: [`build_app`], the one composition root: endpoints, then the layers in order.
-//! - [`serve`]: the hyper-util accept loop with graceful shutdown.
+//! - [`serve`]: the hyper-util accept loop: header read timeout, keep-alive, connection cap and
+//!   graceful shutdown.
 //! - [`run`] (here): open the store, serve until told to stop, drain, flush and close the store.
 //! - `main.rs`: the command line, signals and exit codes.
 //!
 //! # Status codes
 //!
-//! Everything the endpoints and layers answer: 200, 400, 404, 405, 413, 415, 500, 503.
+//! Everything the endpoints and layers answer: 200, 400, 404, 405, 413, 415, 429, 500, 503.
 
 pub mod config;
 pub mod logging;

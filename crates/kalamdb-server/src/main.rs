@@ -71,6 +71,10 @@ async fn start(config: Config, source: kalamdb_server::config::ConfigSource) -> 
         max_body_bytes = config.middleware.body_limit.max_bytes,
         request_timeout_ms = config.middleware.timeout.request_timeout_ms,
         max_query_limit = config.limits.max_query_limit,
+        max_connections = config.server.max_connections,
+        max_in_flight = config.middleware.concurrency.max_in_flight,
+        rate_limit = config.middleware.rate_limit.enabled,
+        log_rotation = ?config.logging.rotation,
         "starting kalamdb-server"
     );
     let store = match open_store(&config) {
