@@ -1,0 +1,67 @@
+//! Microbenchmarks of the hot paths under the HTTP stack: key encoding, id generation, and the
+//! store's insert and query. `cargo bench -p kalamdb-bench --bench micro`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use kalamdb_core::{IdGenerator, MessageId, NewMessage, Order, Query, Store};
+use kalamdb_rocksdb::keys;
+use kalamdb_rocksdb::{RocksStore, StoreOptions};
+
+fn message(conversation_id: &str) -> NewMessage {
+    NewMessage {
+        conversation_id: conversation_id.to_owned(),
+        from: "bench".to_owned(),
+        content: "x".repeat(200),
+        metadata: Default::default(),
+    }
+}
+
+fn key_encoding(c: &mut Criterion) {
+    let id = MessageId::from_u64(384_115_895_842_111_488);
+    c.bench_function("keys::message_key", |b| {
+        b.iter(|| keys::message_key(black_box("conversation-1234"), black_box(id)))
+    });
+}
+
+fn id_generation(c: &mut Criterion) {
+    let ids = IdGenerator::new(0, MessageId::from_u64(0)).expect("node 0");
+    c.bench_function("IdGenerator::next_id", |b| {
+        b.iter(|| ids.next_id().unwrap())
+    });
+}
+
+fn store(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path().join("db"));
+    options.sync_writes = false;
+    let store = RocksStore::open(&options).unwrap();
+    c.bench_function("RocksStore::insert, 1 message, no fsync", |b| {
+        b.iter_batched(
+            || vec![message("insert")],
+            |batch| store.insert(batch).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    store
+        .insert((0..10_000).map(|_| message("query")).collect())
+        .unwrap();
+    let query = Query {
+        conversation_id: "query".to_owned(),
+        since: None,
+        before: None,
+        limit: 50,
+        order: Order::Desc,
+    };
+    c.bench_function("RocksStore::query, latest 50 of 10k", |b| {
+        b.iter(|| store.query(black_box(&query)).unwrap())
+    });
+}
+
+// The macros generate undocumented public functions; they are the bench harness, not an API.
+#[allow(missing_docs)]
+mod harness {
+    use super::*;
+    criterion_group!(benches, key_encoding, id_generation, store);
+}
+criterion_main!(harness::benches);

@@ -1,0 +1,143 @@
+//! The load generator: N connections, each sending its next request as soon as the last one is
+//! answered, for a fixed time. Latency is recorded per request in an HDR histogram.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// What each request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Workload {
+    /// `POST /api/v1/messages` with 200 bytes of content.
+    Insert,
+    /// `POST /api/v1/query`: the latest 50 messages of the preloaded conversation.
+    Query,
+    /// 80% insert, 20% query.
+    Mixed,
+}
+
+/// The conversation queries read; preloaded before a run.
+pub(crate) const QUERY_CONVERSATION: &str = "bench-query";
+
+/// Results of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Measured {
+    /// Requests answered with a 2xx per second.
+    pub(crate) requests_per_sec: f64,
+    /// Latency percentiles in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Requests answered with another status, or failed.
+    pub(crate) errors: u64,
+    /// Requests answered with a 2xx.
+    pub(crate) ok: u64,
+}
+
+fn request(
+    addr: SocketAddr,
+    workload: Workload,
+    connection: usize,
+    n: u64,
+) -> Request<Full<Bytes>> {
+    let insert = match workload {
+        Workload::Insert => true,
+        Workload::Query => false,
+        // Deterministic 80/20 interleaving, the same for every server.
+        Workload::Mixed => n % 5 != 4,
+    };
+    let (path, body) = if insert {
+        let content = "x".repeat(200);
+        (
+            "/api/v1/messages",
+            format!(
+                r#"{{"conversation_id":"bench-c{connection}","from":"bench","content":"{content}"}}"#
+            ),
+        )
+    } else {
+        (
+            "/api/v1/query",
+            format!(r#"{{"conversation_id":"{QUERY_CONVERSATION}","limit":50,"order":"desc"}}"#),
+        )
+    };
+    Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid request")
+}
+
+/// Runs `workload` over `connections` connections for `duration`.
+pub(crate) async fn run(
+    addr: SocketAddr,
+    workload: Workload,
+    connections: usize,
+    duration: Duration,
+) -> Measured {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build(connector);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|connection| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut histogram =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                let (mut ok, mut errors, mut n) = (0u64, 0u64, 0u64);
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let answer = client.request(request(addr, workload, connection, n)).await;
+                    n += 1;
+                    let good = match answer {
+                        Ok(response) => {
+                            let success = response.status().is_success();
+                            // Read the whole answer: that is what a client waits for.
+                            success && response.into_body().collect().await.is_ok()
+                        }
+                        Err(_) => false,
+                    };
+                    let micros = sent.elapsed().as_micros().max(1) as u64;
+                    if good {
+                        ok += 1;
+                        let _ = histogram.record(micros.min(60_000_000));
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (histogram, ok, errors)
+            })
+        })
+        .collect();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let (mut ok, mut errors) = (0, 0);
+    for task in tasks {
+        let (h, o, e) = task.await.expect("load task");
+        histogram.add(h).expect("same bounds");
+        ok += o;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Measured {
+        requests_per_sec: ok as f64 / elapsed,
+        p50_us: histogram.value_at_quantile(0.5),
+        p99_us: histogram.value_at_quantile(0.99),
+        p999_us: histogram.value_at_quantile(0.999),
+        errors,
+        ok,
+    }
+}

@@ -1,0 +1,321 @@
+//! `kalamdb-bench`: KalamDB's own benchmark.
+//!
+//! It starts the real `kalamdb-server` binary in a temp dir and, as the ceiling, a no-op hyper
+//! server (this binary's hidden `noop-server` mode) that reads each body and answers a fixed
+//! JSON reply. Runs alternate between the two, and every figure is reported as a ratio to the
+//! no-op server's, so that the noise of a shared machine cancels out. `docs/BENCHMARKS.md` has
+//! the commands, the machine and the numbers.
+//!
+//! # Layout
+//!
+//! - `load`: the load generator (tokio + hyper client, N connections for T seconds, HDR
+//!   histograms).
+//! - `servers`: starting the real server and the no-op server, and reading peak RSS.
+//! - `preload`: filling a data directory through the store before a query run.
+//! - here: the scenarios, their alternation, and the report (table and `--json`).
+
+mod load;
+mod preload;
+mod servers;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use load::{Measured, Workload, QUERY_CONVERSATION};
+use servers::{RealServer, ServerProcess};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "KalamDB's benchmark: the real server against a no-op ceiling"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// The `kalamdb-server` binary to start (default: beside this binary).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Benchmark a server that is already running at this address (`127.0.0.1:8080`) instead
+    /// of starting one. Its query conversation is whatever it holds.
+    #[arg(long)]
+    url: Option<SocketAddr>,
+    /// Seconds each run lasts.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Rounds per scenario; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// `standard` (every target's scenario) or `quick` (insert and query only).
+    #[arg(long, default_value = "standard")]
+    suite: String,
+    /// Also run the growth mode: preload each of these sizes (comma-separated) and measure.
+    #[arg(long, value_delimiter = ',')]
+    growth: Vec<u64>,
+    /// `logging.level` of the server under test.
+    #[arg(long, default_value = "warn")]
+    log_level: String,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Serve as the no-op ceiling (used by the benchmark itself).
+    #[command(hide = true)]
+    NoopServer,
+}
+
+/// One scenario of the suite.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Scenario {
+    name: &'static str,
+    workload: Workload,
+    connections: usize,
+    sync_writes: bool,
+    /// Messages preloaded into the query conversation.
+    preload: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ScenarioResult {
+    scenario: Scenario,
+    server: Measured,
+    noop: Measured,
+    /// Server req/s over no-op req/s.
+    throughput_ratio: f64,
+    /// Server p50 over no-op p50.
+    p50_ratio: f64,
+    server_peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct GrowthResult {
+    stored: u64,
+    query_p50_us: u64,
+    query_p99_us: u64,
+    insert_requests_per_sec: f64,
+    server_peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    duration_secs: u64,
+    rounds: usize,
+    scenarios: Vec<ScenarioResult>,
+    growth: Vec<GrowthResult>,
+}
+
+fn suite(name: &str) -> Result<Vec<Scenario>, String> {
+    let insert = |name, connections, sync_writes| Scenario {
+        name,
+        workload: Workload::Insert,
+        connections,
+        sync_writes,
+        preload: 0,
+    };
+    let query = Scenario {
+        name: "query-50, 16 connections",
+        workload: Workload::Query,
+        connections: 16,
+        sync_writes: true,
+        preload: 10_000,
+    };
+    match name {
+        "quick" => Ok(vec![
+            insert("durable insert, 64 connections", 64, true),
+            query,
+        ]),
+        "standard" => Ok(vec![
+            insert("durable insert, 64 connections", 64, true),
+            insert("non-durable insert, 64 connections", 64, false),
+            query,
+            insert("durable insert, 1 connection", 1, true),
+            Scenario {
+                name: "mixed 80/20, 64 connections",
+                workload: Workload::Mixed,
+                connections: 64,
+                sync_writes: true,
+                preload: 10_000,
+            },
+        ]),
+        other => Err(format!("unknown suite {other:?}: use standard or quick")),
+    }
+}
+
+fn median(mut runs: Vec<Measured>) -> Measured {
+    runs.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
+    runs.swap_remove(runs.len() / 2)
+}
+
+fn server_binary(cli: &Cli) -> Result<PathBuf, String> {
+    if let Some(path) = &cli.server_bin {
+        return Ok(path.clone());
+    }
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = me.parent().ok_or("no directory")?;
+    // Beside this binary, or one up when this is a test's copy under deps/.
+    [dir.join("kalamdb-server"), dir.join("../kalamdb-server")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no kalamdb-server beside {}; build it (cargo build --release --bin \
+                 kalamdb-server) or pass --server-bin",
+                me.display()
+            )
+        })
+}
+
+fn start_server(cli: &Cli, scenario: &Scenario) -> Result<Option<ServerProcess>, String> {
+    if cli.url.is_some() {
+        return Ok(None);
+    }
+    let real = RealServer {
+        binary: server_binary(cli)?,
+        sync_writes: scenario.sync_writes,
+        log_level: cli.log_level.clone(),
+    };
+    let preload = scenario.preload;
+    let mut failure = None;
+    let server = real.start(|data| {
+        if preload > 0 {
+            if let Err(e) = preload::preload(data, QUERY_CONVERSATION, preload) {
+                failure = Some(e);
+            }
+        }
+    })?;
+    match failure {
+        Some(e) => Err(format!("preload failed: {e}")),
+        None => Ok(Some(server)),
+    }
+}
+
+async fn run_suite(cli: &Cli) -> Result<Report, String> {
+    let duration = Duration::from_secs(cli.duration_secs);
+    let noop = servers::start_noop()?;
+    let mut results = Vec::new();
+    for scenario in suite(&cli.suite)? {
+        let server = start_server(cli, &scenario)?;
+        let addr = server
+            .as_ref()
+            .map_or_else(|| cli.url.expect("url"), |s| s.addr);
+        let (mut real_runs, mut noop_runs) = (Vec::new(), Vec::new());
+        for _ in 0..cli.rounds.max(1) {
+            noop_runs.push(
+                load::run(noop.addr, scenario.workload, scenario.connections, duration).await,
+            );
+            real_runs
+                .push(load::run(addr, scenario.workload, scenario.connections, duration).await);
+        }
+        let (server_m, noop_m) = (median(real_runs), median(noop_runs));
+        let result = ScenarioResult {
+            throughput_ratio: server_m.requests_per_sec
+                / noop_m.requests_per_sec.max(f64::MIN_POSITIVE),
+            p50_ratio: server_m.p50_us as f64 / noop_m.p50_us.max(1) as f64,
+            server_peak_rss_bytes: server.as_ref().and_then(ServerProcess::peak_rss_bytes),
+            scenario,
+            server: server_m,
+            noop: noop_m,
+        };
+        print_result(&result);
+        results.push(result);
+    }
+    let mut growth = Vec::new();
+    for &stored in &cli.growth {
+        let scenario = Scenario {
+            name: "growth",
+            workload: Workload::Query,
+            connections: 16,
+            sync_writes: true,
+            preload: stored,
+        };
+        eprintln!("growth: preloading {stored} messages");
+        let server =
+            start_server(cli, &scenario)?.ok_or("--growth needs a started server, not --url")?;
+        let query = load::run(server.addr, Workload::Query, 16, duration).await;
+        let insert = load::run(server.addr, Workload::Insert, 64, duration).await;
+        let result = GrowthResult {
+            stored,
+            query_p50_us: query.p50_us,
+            query_p99_us: query.p99_us,
+            insert_requests_per_sec: insert.requests_per_sec,
+            server_peak_rss_bytes: server.peak_rss_bytes(),
+        };
+        println!(
+            "growth {:>10} stored: query-50 p50 {:>6} us  p99 {:>6} us | insert {:>9.0} req/s | rss {}",
+            result.stored,
+            result.query_p50_us,
+            result.query_p99_us,
+            result.insert_requests_per_sec,
+            mib(result.server_peak_rss_bytes)
+        );
+        growth.push(result);
+    }
+    Ok(Report {
+        duration_secs: cli.duration_secs,
+        rounds: cli.rounds,
+        scenarios: results,
+        growth,
+    })
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "-".to_owned(),
+        |b| format!("{:.0} MiB", b as f64 / 1048576.0),
+    )
+}
+
+fn print_result(r: &ScenarioResult) {
+    println!(
+        "{:<38} server {:>9.0} req/s p50 {:>6} us p99 {:>6} us p999 {:>6} us err {:>4} | \
+         no-op {:>9.0} req/s p50 {:>5} us | ratio {:.2}x, p50 {:.2}x | rss {}",
+        r.scenario.name,
+        r.server.requests_per_sec,
+        r.server.p50_us,
+        r.server.p99_us,
+        r.server.p999_us,
+        r.server.errors,
+        r.noop.requests_per_sec,
+        r.noop.p50_us,
+        r.throughput_ratio,
+        r.p50_ratio,
+        mib(r.server_peak_rss_bytes)
+    );
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Mode::NoopServer) = cli.mode {
+        return match servers::run_noop() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("noop-server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run_suite(&cli)) {
+        Ok(report) => {
+            if let Some(path) = &cli.json {
+                let text = serde_json::to_string_pretty(&report).expect("serializable");
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("kalamdb-bench: cannot write {}: {e}", path.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kalamdb-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The benchmark runs end to end and reports sane figures. No timing is asserted: speed is
+//! measured by running the benchmark, not by the test suite.
+
+use std::process::Command;
+
+#[test]
+fn a_one_second_quick_run_reports_sane_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_kalamdb-bench"))
+        .args(["--suite", "quick", "--duration-secs", "1", "--rounds", "1"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect(
+            "run kalamdb-bench (needs target/*/kalamdb-server: cargo test --workspace builds it)",
+        );
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 2);
+    for scenario in scenarios {
+        for side in ["server", "noop"] {
+            let measured = &scenario[side];
+            assert!(measured["ok"].as_u64().unwrap() > 0, "{scenario}");
+            assert_eq!(measured["errors"], 0, "{scenario}");
+            let p50 = measured["p50_us"].as_u64().unwrap();
+            let p99 = measured["p99_us"].as_u64().unwrap();
+            assert!(p50 > 0 && p50 <= p99, "{scenario}");
+        }
+        assert!(scenario["throughput_ratio"].as_f64().unwrap() > 0.0);
+        assert!(scenario["server_peak_rss_bytes"].as_u64().unwrap() > 1_000_000);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("ratio"), "{text}");
+}
