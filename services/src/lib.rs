@@ -9,6 +9,7 @@
 //! | module | route | success |
 //! | --- | --- | --- |
 //! | [`insert_message`] | `POST /api/v1/messages` | 200 `{msg_id, conversation_id, timestamp}` |
+//! | [`insert_batch`] | `POST /api/v1/messages/batch` | 200 `{messages: [{msg_id, conversation_id, timestamp}]}` |
 //! | [`get_message`] | `GET /api/v1/messages/{msg_id}` | 200 the message |
 //! | [`query_messages`] | `POST /api/v1/query` | 200 `{messages, count, has_more, next_cursor}` |
 //! | [`health`] | `GET /health` | 200 `{status, version, uptime_secs, storage}` |
@@ -31,6 +32,7 @@ use kalamdb_http::ResponseBody;
 
 pub mod get_message;
 pub mod health;
+pub mod insert_batch;
 pub mod insert_message;
 pub mod metrics;
 pub mod query_messages;
@@ -38,6 +40,7 @@ pub mod router;
 
 pub use get_message::GetMessage;
 pub use health::Health;
+pub use insert_batch::InsertBatch;
 pub use insert_message::InsertMessage;
 pub use metrics::Metrics;
 pub use query_messages::{QueryLimits, QueryMessages};

@@ -8,13 +8,17 @@ use http_body::Body;
 use kalamdb_http::{ApiError, BoxError, ResponseBody};
 use tower_service::Service;
 
-use crate::{EndpointFuture, GetMessage, Health, InsertMessage, Metrics, QueryMessages};
+use crate::{
+    EndpointFuture, GetMessage, Health, InsertBatch, InsertMessage, Metrics, QueryMessages,
+};
 
 /// The resources the API serves, resolved from the path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resource {
     /// `/api/v1/messages`
     Messages,
+    /// `/api/v1/messages/batch`
+    Batch,
     /// `/api/v1/messages/{msg_id}`
     Message,
     /// `/api/v1/query`
@@ -36,6 +40,7 @@ impl Resource {
             segments.next(),
         ) {
             (Some("api"), Some("v1"), Some("messages"), None) => Resource::Messages,
+            (Some("api"), Some("v1"), Some("messages"), Some("batch")) => Resource::Batch,
             (Some("api"), Some("v1"), Some("messages"), Some(id)) if !id.is_empty() => {
                 Resource::Message
             }
@@ -50,7 +55,7 @@ impl Resource {
 
     fn allowed(self) -> &'static [Method] {
         match self {
-            Resource::Messages | Resource::Query => &[Method::POST],
+            Resource::Messages | Resource::Batch | Resource::Query => &[Method::POST],
             Resource::Message | Resource::Health | Resource::Metrics => &[Method::GET],
         }
     }
@@ -58,6 +63,7 @@ impl Resource {
     fn template(self) -> &'static str {
         match self {
             Resource::Messages => "/api/v1/messages",
+            Resource::Batch => "/api/v1/messages/batch",
             Resource::Message => "/api/v1/messages/{msg_id}",
             Resource::Query => "/api/v1/query",
             Resource::Health => "/health",
@@ -80,6 +86,7 @@ pub fn route_name(path: &str) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct Router {
     insert_message: InsertMessage,
+    insert_batch: InsertBatch,
     get_message: GetMessage,
     query_messages: QueryMessages,
     health: Health,
@@ -90,6 +97,7 @@ impl Router {
     /// A router over the given endpoints.
     pub fn new(
         insert_message: InsertMessage,
+        insert_batch: InsertBatch,
         get_message: GetMessage,
         query_messages: QueryMessages,
         health: Health,
@@ -97,6 +105,7 @@ impl Router {
     ) -> Self {
         Self {
             insert_message,
+            insert_batch,
             get_message,
             query_messages,
             health,
@@ -126,6 +135,7 @@ where
         };
         match (resource, request.method()) {
             (Resource::Messages, &Method::POST) => self.insert_message.call(request),
+            (Resource::Batch, &Method::POST) => self.insert_batch.call(request),
             (Resource::Message, &Method::GET) => self.get_message.call(request),
             (Resource::Query, &Method::POST) => self.query_messages.call(request),
             (Resource::Health, &Method::GET) => self.health.call(request),
@@ -155,6 +165,10 @@ mod tests {
         assert_eq!(
             Resource::resolve("/api/v1/messages/abc"),
             Some(Resource::Message)
+        );
+        assert_eq!(
+            Resource::resolve("/api/v1/messages/batch"),
+            Some(Resource::Batch)
         );
         assert_eq!(Resource::resolve("/api/v1/query"), Some(Resource::Query));
         assert_eq!(Resource::resolve("/health"), Some(Resource::Health));

@@ -200,6 +200,25 @@ async fn every_answer_matches_docs_openapi_yaml() {
         spec.check(messages, &Method::POST, &answer);
     }
 
+    // POST /api/v1/messages/batch
+    let batch = "/api/v1/messages/batch";
+    for (body, status) in [
+        (
+            json!({"messages": [{"conversation_id": "b", "from": "a", "content": "1"},
+                                {"conversation_id": "b", "from": "a", "content": "2"}]}),
+            200,
+        ),
+        (json!({"messages": []}), 400),
+        (
+            json!({"messages": [{"conversation_id": "b", "from": "a", "content": "x".repeat(65)}]}),
+            413,
+        ),
+    ] {
+        let answer = send(&app, post_json(batch, body.to_string())).await;
+        assert_eq!(answer.status.as_u16(), status, "{body}");
+        spec.check(batch, &Method::POST, &answer);
+    }
+
     // GET /api/v1/messages/{msg_id}
     let one = "/api/v1/messages/{msg_id}";
     for (path, status) in [
@@ -244,6 +263,7 @@ async fn every_answer_matches_docs_openapi_yaml() {
     );
     for (template, request) in [
         (messages, post_json(messages, "{}")),
+        (batch, post_json(batch, "{}")),
         (one, get("/api/v1/messages/1")),
         (query, post_json(query, "{}")),
         ("/health", get("/health")),

@@ -142,6 +142,8 @@ pub struct LimitsConfig {
     pub default_query_limit: usize,
     /// The largest `limit` a query may ask for. Default 1000.
     pub max_query_limit: usize,
+    /// The most messages one `POST /api/v1/messages/batch` may hold. Default 1000.
+    pub max_batch_messages: usize,
 }
 
 impl Default for LimitsConfig {
@@ -152,6 +154,7 @@ impl Default for LimitsConfig {
             max_metadata_size: limits.max_metadata_size,
             default_query_limit: QueryLimits::default().default_limit,
             max_query_limit: QueryLimits::default().max_limit,
+            max_batch_messages: kalamdb_services::insert_batch::DEFAULT_MAX_BATCH_MESSAGES,
         }
     }
 }
@@ -356,6 +359,9 @@ impl Config {
                 "limits.max_metadata_size",
                 "must be at least 2 (the size of an empty object, {})".into(),
             ));
+        }
+        if self.limits.max_batch_messages == 0 {
+            return Err(("limits.max_batch_messages", "must be at least 1".into()));
         }
         if self.limits.max_query_limit == 0 {
             return Err(("limits.max_query_limit", "must be at least 1".into()));
@@ -584,6 +590,10 @@ mod tests {
             ("[storage]\nrocksdb_path = \"\"", "storage.rocksdb_path"),
             ("[limits]\nmax_message_size = 0", "limits.max_message_size"),
             ("[limits]\nmax_query_limit = 0", "limits.max_query_limit"),
+            (
+                "[limits]\nmax_batch_messages = 0",
+                "limits.max_batch_messages",
+            ),
             (
                 "[limits]\ndefault_query_limit = 0",
                 "limits.default_query_limit",

@@ -10,7 +10,7 @@ use kalamdb_core::StoreHandle;
 use kalamdb_http::{BoxError, ResponseBody};
 use kalamdb_middleware::rescue::RescueLayer;
 use kalamdb_services::{
-    route_name, GetMessage, Health, InsertMessage, Metrics, QueryMessages, Router,
+    route_name, GetMessage, Health, InsertBatch, InsertMessage, Metrics, QueryMessages, Router,
 };
 use tower::{Service, ServiceBuilder};
 
@@ -42,6 +42,11 @@ where
 {
     let router = Router::new(
         InsertMessage::new(store.clone(), config.message_limits()),
+        InsertBatch::new(
+            store.clone(),
+            config.message_limits(),
+            config.limits.max_batch_messages,
+        ),
         GetMessage::new(store.clone()),
         QueryMessages::new(store.clone(), config.query_limits()),
         Health::new(store.clone(), started),

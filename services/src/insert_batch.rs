@@ -1,0 +1,109 @@
+//! `POST /api/v1/messages/batch`: stores several messages, all or nothing.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use kalamdb_core::{Inserted, Limits, NewMessage, StoreHandle};
+use kalamdb_http::{json_response, read_json, ApiError, BoxError, ErrorCode, ResponseBody};
+use serde::{Deserialize, Serialize};
+use tower_service::Service;
+
+use crate::EndpointFuture;
+
+/// The default of `limits.max_batch_messages`.
+pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 1000;
+
+/// Stores every message of `{"messages": [...]}` in one atomic write and answers
+/// `{"messages": [{msg_id, conversation_id, timestamp}, ...]}` in input order, ids increasing.
+///
+/// Nothing is stored unless everything is: an invalid message is a 400 (413 when over a size
+/// limit) naming its index (`messages[3].content must not be empty`). An empty batch and one over
+/// `max_messages` are 400.
+#[derive(Debug, Clone)]
+pub struct InsertBatch {
+    store: StoreHandle,
+    limits: Limits,
+    max_messages: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    messages: Vec<NewMessage>,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResponse {
+    messages: Vec<Inserted>,
+}
+
+impl InsertBatch {
+    /// An endpoint writing to `store`, holding each message to `limits` and each batch to at
+    /// most `max_messages` messages.
+    pub fn new(store: StoreHandle, limits: Limits, max_messages: usize) -> Self {
+        Self {
+            store,
+            limits,
+            max_messages,
+        }
+    }
+
+    async fn handle<B>(self, request: Request<B>) -> Result<Response<ResponseBody>, ApiError>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let batch: BatchRequest = read_json(&parts.headers, body).await?;
+        let count = batch.messages.len();
+        if count == 0 {
+            return Err(ApiError::new(
+                ErrorCode::ValidationFailed,
+                "messages must hold at least one message",
+            ));
+        }
+        if count > self.max_messages {
+            return Err(ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!(
+                    "messages holds {count} messages, over the limit of {} \
+                     (limits.max_batch_messages); split the batch",
+                    self.max_messages
+                ),
+            ));
+        }
+        for (index, message) in batch.messages.iter().enumerate() {
+            message.validate(&self.limits).map_err(|e| {
+                let api = ApiError::from(e.clone());
+                ApiError::new(api.code(), format!("messages[{index}].{e}"))
+            })?;
+        }
+        let inserted = self.store.insert_batch(batch.messages).await?;
+        metrics::counter!(crate::metrics::MESSAGES_INSERTED_TOTAL).increment(count as u64);
+        Ok(json_response(
+            StatusCode::OK,
+            &BatchResponse { messages: inserted },
+        ))
+    }
+}
+
+impl<B> Service<Request<B>> for InsertBatch
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        crate::respond(self.clone().handle(request))
+    }
+}
