@@ -43,6 +43,13 @@ fn store(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    c.bench_function("RocksStore::insert, batch of 100, no fsync", |b| {
+        b.iter_batched(
+            || (0..100).map(|_| message("batch")).collect(),
+            |batch| store.insert(batch).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
     store
         .insert((0..10_000).map(|_| message("query")).collect())
         .unwrap();

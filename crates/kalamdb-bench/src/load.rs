@@ -22,6 +22,21 @@ pub(crate) enum Workload {
     Query,
     /// 80% insert, 20% query.
     Mixed,
+    /// `POST /api/v1/messages/batch` with [`BATCH_SIZE`] messages of 200 bytes.
+    Batch,
+}
+
+/// Messages per batch in the batch workload.
+pub(crate) const BATCH_SIZE: usize = 100;
+
+impl Workload {
+    /// Messages each request stores or reads.
+    pub(crate) fn messages_per_request(self) -> usize {
+        match self {
+            Workload::Batch => BATCH_SIZE,
+            _ => 1,
+        }
+    }
 }
 
 /// The conversation queries read; preloaded before a run.
@@ -44,20 +59,67 @@ pub(crate) struct Measured {
     pub(crate) ok: u64,
 }
 
-fn request(
+/// The requests one connection sends, built once so that the load generator spends its time on
+/// sending them, not on formatting them.
+struct Bodies {
+    insert: Request<Full<Bytes>>,
+    query: Request<Full<Bytes>>,
+    batch: Request<Full<Bytes>>,
+}
+
+impl Bodies {
+    fn new(addr: SocketAddr, connection: usize) -> Self {
+        Self {
+            insert: build(addr, Workload::Insert, connection, 0),
+            query: build(addr, Workload::Query, connection, 0),
+            batch: build(addr, Workload::Batch, connection, 0),
+        }
+    }
+
+    fn next(&self, workload: Workload, n: u64) -> Request<Full<Bytes>> {
+        let template = match workload {
+            Workload::Insert => &self.insert,
+            Workload::Query => &self.query,
+            Workload::Batch => &self.batch,
+            // Deterministic 80/20 interleaving, the same for every server.
+            Workload::Mixed if n % 5 == 4 => &self.query,
+            Workload::Mixed => &self.insert,
+        };
+        let mut request = Request::new(template.body().clone());
+        *request.method_mut() = template.method().clone();
+        *request.uri_mut() = template.uri().clone();
+        *request.headers_mut() = template.headers().clone();
+        request
+    }
+}
+
+fn build(
     addr: SocketAddr,
     workload: Workload,
     connection: usize,
     n: u64,
 ) -> Request<Full<Bytes>> {
+    let content = "x".repeat(200);
+    if workload == Workload::Batch {
+        let one = format!(
+            r#"{{"conversation_id":"bench-c{connection}","from":"bench","content":"{content}"}}"#
+        );
+        let body = format!(r#"{{"messages":[{}]}}"#, vec![one; BATCH_SIZE].join(","));
+        return Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{addr}/api/v1/messages/batch"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid request");
+    }
     let insert = match workload {
         Workload::Insert => true,
         Workload::Query => false,
+        Workload::Batch => unreachable!("answered above"),
         // Deterministic 80/20 interleaving, the same for every server.
         Workload::Mixed => n % 5 != 4,
     };
     let (path, body) = if insert {
-        let content = "x".repeat(200);
         (
             "/api/v1/messages",
             format!(
@@ -99,9 +161,11 @@ pub(crate) async fn run(
                 let mut histogram =
                     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
                 let (mut ok, mut errors, mut n) = (0u64, 0u64, 0u64);
+                let bodies = Bodies::new(addr, connection);
                 while Instant::now() < deadline {
+                    let request = bodies.next(workload, n);
                     let sent = Instant::now();
-                    let answer = client.request(request(addr, workload, connection, n)).await;
+                    let answer = client.request(request).await;
                     n += 1;
                     let good = match answer {
                         Ok(response) => {

@@ -50,6 +50,9 @@ struct Cli {
     /// `standard` (every target's scenario) or `quick` (insert and query only).
     #[arg(long, default_value = "standard")]
     suite: String,
+    /// Run only the scenarios whose name contains this text (`batches`, `query`, ...).
+    #[arg(long)]
+    only: Option<String>,
     /// Also run the growth mode: preload each of these sizes (comma-separated) and measure.
     #[arg(long, value_delimiter = ',')]
     growth: Vec<u64>,
@@ -88,6 +91,8 @@ struct ScenarioResult {
     throughput_ratio: f64,
     /// Server p50 over no-op p50.
     p50_ratio: f64,
+    /// Messages stored or read per second by the server (requests × messages per request).
+    server_messages_per_sec: f64,
     server_peak_rss_bytes: Option<u64>,
 }
 
@@ -133,6 +138,13 @@ fn suite(name: &str) -> Result<Vec<Scenario>, String> {
             insert("non-durable insert, 64 connections", 64, false),
             query,
             insert("durable insert, 1 connection", 1, true),
+            Scenario {
+                name: "batches of 100, 16 connections",
+                workload: Workload::Batch,
+                connections: 16,
+                sync_writes: true,
+                preload: 0,
+            },
             Scenario {
                 name: "mixed 80/20, 64 connections",
                 workload: Workload::Mixed,
@@ -197,7 +209,11 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     let duration = Duration::from_secs(cli.duration_secs);
     let noop = servers::start_noop()?;
     let mut results = Vec::new();
-    for scenario in suite(&cli.suite)? {
+    let only = cli.only.as_deref().unwrap_or("");
+    for scenario in suite(&cli.suite)?
+        .into_iter()
+        .filter(|s| s.name.contains(only))
+    {
         let server = start_server(cli, &scenario)?;
         let addr = server
             .as_ref()
@@ -215,6 +231,8 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
             throughput_ratio: server_m.requests_per_sec
                 / noop_m.requests_per_sec.max(f64::MIN_POSITIVE),
             p50_ratio: server_m.p50_us as f64 / noop_m.p50_us.max(1) as f64,
+            server_messages_per_sec: server_m.requests_per_sec
+                * scenario.workload.messages_per_request() as f64,
             server_peak_rss_bytes: server.as_ref().and_then(ServerProcess::peak_rss_bytes),
             scenario,
             server: server_m,
@@ -272,7 +290,7 @@ fn mib(bytes: Option<u64>) -> String {
 fn print_result(r: &ScenarioResult) {
     println!(
         "{:<38} server {:>9.0} req/s p50 {:>6} us p99 {:>6} us p999 {:>6} us err {:>4} | \
-         no-op {:>9.0} req/s p50 {:>5} us | ratio {:.2}x, p50 {:.2}x | rss {}",
+         no-op {:>9.0} req/s p50 {:>5} us | ratio {:.2}x, p50 {:.2}x | {:.0} msg/s | rss {}",
         r.scenario.name,
         r.server.requests_per_sec,
         r.server.p50_us,
@@ -283,6 +301,7 @@ fn print_result(r: &ScenarioResult) {
         r.noop.p50_us,
         r.throughput_ratio,
         r.p50_ratio,
+        r.server_messages_per_sec,
         mib(r.server_peak_rss_bytes)
     );
 }
