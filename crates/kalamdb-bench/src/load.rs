@@ -34,7 +34,8 @@ impl Workload {
     pub(crate) fn messages_per_request(self) -> usize {
         match self {
             Workload::Batch => BATCH_SIZE,
-            _ => 1,
+            Workload::Query => 50,
+            Workload::Insert | Workload::Mixed => 1,
         }
     }
 }
@@ -93,12 +94,7 @@ impl Bodies {
     }
 }
 
-fn build(
-    addr: SocketAddr,
-    workload: Workload,
-    connection: usize,
-    n: u64,
-) -> Request<Full<Bytes>> {
+fn build(addr: SocketAddr, workload: Workload, connection: usize, n: u64) -> Request<Full<Bytes>> {
     let content = "x".repeat(200);
     if workload == Workload::Batch {
         let one = format!(
