@@ -12,6 +12,7 @@
 //! - [`query`]: [`Query`] and [`Page`], a conversation's history read a page at a time.
 //! - [`store`]: the blocking [`Store`] trait that backends implement, [`StoreError`], and the
 //!   [`PartStats`] size figures the metrics publish.
+//! - [`strict_json`]: metadata read strictly: no duplicate keys, bounded nesting.
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
 //!   group-commit writer thread; reads run on the blocking pool.
 //!
@@ -25,6 +26,7 @@ pub mod id;
 pub mod message;
 pub mod query;
 pub mod store;
+pub mod strict_json;
 
 pub use handle::StoreHandle;
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};

@@ -37,8 +37,9 @@ pub struct NewMessage {
     pub from: String,
     /// The text, at least one byte and at most [`Limits::max_message_size`].
     pub content: String,
-    /// Free-form attributes (a role, a model name...); a JSON object.
-    #[serde(default)]
+    /// Free-form attributes (a role, a model name...); a JSON object without duplicate keys,
+    /// nested at most [`crate::strict_json::MAX_DEPTH`] levels.
+    #[serde(default, deserialize_with = "crate::strict_json::object")]
     pub metadata: Map<String, Value>,
 }
 

@@ -35,9 +35,10 @@ fn random_pause() -> Duration {
 
 fn crash_rounds(sync_writes: bool) {
     let dir = ServerDir::new("");
-    let config = std::fs::read_to_string(dir.config_path())
-        .unwrap()
-        .replace("[storage]\n", &format!("[storage]\nsync_writes = {sync_writes}\n"));
+    let config = std::fs::read_to_string(dir.config_path()).unwrap().replace(
+        "[storage]\n",
+        &format!("[storage]\nsync_writes = {sync_writes}\n"),
+    );
     std::fs::write(dir.config_path(), config).unwrap();
     let acknowledged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
 
