@@ -121,3 +121,53 @@ fn at_the_connection_cap_a_new_client_waits_for_a_free_slot() {
         .expect("answered once a slot frees");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
+
+/// Sends `raw` (then closes the writing half when `shut`), returns everything the server says.
+fn exchange(addr: SocketAddr, raw: &[u8], shut: bool) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(raw).unwrap();
+    if shut {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_content_length_that_disagrees_with_the_body_is_a_json_400() {
+    let dir = ServerDir::new("");
+    let server = dir.start();
+    let body = r#"{"conversation_id":"c","from":"a","content":"x"}"#;
+    let head = |length: usize| {
+        format!(
+            "POST /api/v1/messages HTTP/1.1\r\nHost: kalamdb\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // Shorter than the body: the JSON is cut off. Longer: the body ends before it.
+    for (length, shut) in [(10, false), (body.len() + 50, true)] {
+        let answer = exchange(
+            server.addr,
+            format!("{}{body}", head(length)).as_bytes(),
+            shut,
+        );
+        assert!(answer.starts_with("HTTP/1.1 400"), "{length}: {answer}");
+        assert!(
+            answer.contains("\"error\":\"invalid_json\""),
+            "{length}: {answer}"
+        );
+    }
+    // Nothing was stored.
+    let page = common::request(
+        server.addr,
+        "POST",
+        "/api/v1/query",
+        Some(&serde_json::json!({"conversation_id": "c"})),
+    )
+    .unwrap();
+    assert_eq!(page.json["count"], 0);
+}
