@@ -1,17 +1,23 @@
-//! `POST /api/v1/messages`: stores one message.
+//! `POST /api/v1/messages`: stores one message, exactly once per `Idempotency-Key`.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use kalamdb_core::{Limits, NewMessage, StoreHandle};
+use kalamdb_core::{IdempotencyKey, Limits, NewMessage, StoreHandle};
 use kalamdb_http::{json_response, read_json, ApiError, BoxError, ResponseBody};
+use sha2::{Digest, Sha256};
 use tower_service::Service;
 
 use crate::EndpointFuture;
 
 /// Stores the message in the request body and answers `{msg_id, conversation_id, timestamp}`.
+///
+/// With an `Idempotency-Key` header (1-255 visible ASCII characters) a retry of the same request
+/// gets the first answer and stores nothing; the same key with a different message is 409
+/// `idempotency_conflict`. The request's identity is the SHA-256 of the message's canonical JSON,
+/// so whitespace or key order does not make a retry look different.
 ///
 /// Rejections: 415 without a JSON content type, 400 for malformed JSON or an invalid field, 413
 /// when the content or the metadata is over its limit, 503 when the store is unavailable.
@@ -33,11 +39,78 @@ impl InsertMessage {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
+        let key = idempotency_key(&parts.headers)?;
         let message: NewMessage = read_json(&parts.headers, body).await?;
         message.validate(&self.limits)?;
-        let inserted = self.store.insert(message).await?;
+        let inserted = match key {
+            Some(key) => {
+                let fingerprint = fingerprint(&message);
+                let key = IdempotencyKey { key, fingerprint };
+                self.store.insert_idempotent(message, key).await?
+            }
+            None => self.store.insert(message).await?,
+        };
         metrics::counter!(crate::metrics::MESSAGES_INSERTED_TOTAL).increment(1);
         Ok(json_response(StatusCode::OK, &inserted))
+    }
+}
+
+/// The header retries carry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The request's `Idempotency-Key`, if it sent one; a malformed one is a 400.
+fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return Err(ApiError::validation(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// SHA-256 of the message in a canonical form: each field as JSON, object keys sorted at every
+/// depth, so neither whitespace nor key order makes an honest retry look different.
+fn fingerprint(message: &NewMessage) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for field in [&message.conversation_id, &message.from, &message.content] {
+        feed(&mut hasher, &serde_json::Value::String(field.clone()));
+    }
+    feed(
+        &mut hasher,
+        &serde_json::Value::Object(message.metadata.clone()),
+    );
+    hasher.finalize().into()
+}
+
+fn feed(hasher: &mut Sha256, value: &serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            hasher.update(b"{");
+            for key in keys {
+                feed(hasher, &Value::String(key.clone()));
+                hasher.update(b":");
+                feed(hasher, &map[key.as_str()]);
+                hasher.update(b",");
+            }
+            hasher.update(b"}");
+        }
+        Value::Array(items) => {
+            hasher.update(b"[");
+            for item in items {
+                feed(hasher, item);
+                hasher.update(b",");
+            }
+            hasher.update(b"]");
+        }
+        // Scalars print one way: strings escaped, numbers in serde_json's shortest form.
+        scalar => hasher.update(scalar.to_string().as_bytes()),
     }
 }
 

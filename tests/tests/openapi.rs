@@ -200,6 +200,18 @@ async fn every_answer_matches_docs_openapi_yaml() {
         spec.check(messages, &Method::POST, &answer);
     }
 
+    // Idempotency-Key: a retry is a 200 with the first answer, another message a 409.
+    for (content, status) in [("kept", 200), ("kept", 200), ("changed", 409)] {
+        let body = json!({"conversation_id": "c", "from": "a", "content": content});
+        let mut request = post_json(messages, body.to_string());
+        request
+            .headers_mut()
+            .insert("idempotency-key", "retry-7".parse().unwrap());
+        let answer = send(&app, request).await;
+        assert_eq!(answer.status.as_u16(), status);
+        spec.check(messages, &Method::POST, &answer);
+    }
+
     // POST /api/v1/messages/batch
     let batch = "/api/v1/messages/batch";
     for (body, status) in [

@@ -8,6 +8,7 @@
 //!
 //! Reads run on tokio's blocking pool so a slow disk never stalls the async workers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread;
 
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::id::MessageId;
 use crate::message::{validate_name, Inserted, NewMessage, StoredMessage, ValidationError};
 use crate::query::{Page, Query};
-use crate::store::{PartStats, Store, StoreError};
+use crate::store::{IdempotencyKey, PartStats, Store, StoreError};
 
 /// How many requests may wait for the writer before senders wait for room.
 const QUEUE_DEPTH: usize = 4096;
@@ -25,10 +26,13 @@ const QUEUE_DEPTH: usize = 4096;
 const MAX_GROUP_MESSAGES: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Vec<Inserted>, StoreError>>;
+type Group = Vec<(Vec<NewMessage>, Option<IdempotencyKey>, Reply)>;
 
 enum Job {
     Insert {
         messages: Vec<NewMessage>,
+        /// Only ever set for a single-message insert.
+        key: Option<IdempotencyKey>,
         reply: Reply,
     },
     /// Stop after everything queued before it is written.
@@ -116,8 +120,39 @@ impl StoreHandle {
         &self,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Inserted>, StoreError> {
+        self.submit(messages, None).await
+    }
+
+    /// Stores one message under an idempotency key, exactly once however often it is retried.
+    ///
+    /// The first request with `key` stores the message; every later one with the same
+    /// fingerprint gets the first one's answer and stores nothing, also when they arrive at the
+    /// same moment. A later one with another fingerprint fails with
+    /// [`StoreError::IdempotencyConflict`].
+    pub async fn insert_idempotent(
+        &self,
+        message: NewMessage,
+        key: IdempotencyKey,
+    ) -> Result<Inserted, StoreError> {
+        let mut inserted = self.submit(vec![message], Some(key)).await?;
+        inserted
+            .pop()
+            .ok_or_else(|| StoreError::Internal("the writer returned no id".into()))
+    }
+
+    async fn submit(
+        &self,
+        messages: Vec<NewMessage>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Vec<Inserted>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writer.send(Job::Insert { messages, reply }).await?;
+        self.writer
+            .send(Job::Insert {
+                messages,
+                key,
+                reply,
+            })
+            .await?;
         // A dropped reply means the writer stopped before reaching this job: nothing was stored.
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -177,9 +212,13 @@ fn run_writer(store: &dyn Store, mut rx: mpsc::Receiver<Job>) {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Insert { messages, reply } => {
+                Job::Insert {
+                    messages,
+                    key,
+                    reply,
+                } => {
                     total += messages.len();
-                    group.push((messages, reply));
+                    group.push((messages, key, reply));
                 }
                 Job::Stop(done) => {
                     stop = Some(done);
@@ -201,34 +240,72 @@ fn run_writer(store: &dyn Store, mut rx: mpsc::Receiver<Job>) {
 }
 
 /// Writes one group and answers each of its requests.
-fn commit(store: &dyn Store, group: Vec<(Vec<NewMessage>, Reply)>) {
+///
+/// Idempotency keys are settled here, on the one writer thread, so two requests with the same
+/// key can never both store: a key already on record is answered from the record; a key seen
+/// earlier in this group waits for that request's answer.
+fn commit(store: &dyn Store, group: Group) {
     let mut counts = Vec::with_capacity(group.len());
-    let mut replies = Vec::with_capacity(group.len());
+    let mut replies: Vec<Vec<Reply>> = Vec::with_capacity(group.len());
     let mut all = Vec::new();
-    for (messages, reply) in group {
+    let mut keys = Vec::new();
+    // Key → (its request's place in `replies`, fingerprint), for keys first seen in this group.
+    let mut in_group: HashMap<String, (usize, [u8; 32])> = HashMap::new();
+    for (messages, key, reply) in group {
         // One request the store would refuse must not fail the others it is grouped with.
         if let Err(e) = messages.iter().try_for_each(check_names) {
             let _ = reply.send(Err(StoreError::Invalid(e)));
             continue;
         }
+        if let Some(key) = key {
+            if let Some((slot, fingerprint)) = in_group.get(&key.key) {
+                if *fingerprint == key.fingerprint {
+                    replies[*slot].push(reply);
+                } else {
+                    let _ = reply.send(Err(StoreError::IdempotencyConflict(key.key)));
+                }
+                continue;
+            }
+            match store.idempotency_record(&key.key) {
+                Ok(Some(record)) => {
+                    let answer = if record.fingerprint == key.fingerprint {
+                        Ok(vec![record.inserted])
+                    } else {
+                        Err(StoreError::IdempotencyConflict(key.key))
+                    };
+                    let _ = reply.send(answer);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            }
+            in_group.insert(key.key.clone(), (replies.len(), key.fingerprint));
+            keys.push((all.len(), key));
+        }
         counts.push(messages.len());
-        replies.push(reply);
+        replies.push(vec![reply]);
         all.extend(messages);
     }
     if replies.is_empty() {
         return;
     }
-    match store.insert(all) {
+    match store.insert_with_keys(all, &keys) {
         Ok(inserted) => {
             let mut inserted = inserted.into_iter();
-            for (count, reply) in counts.into_iter().zip(replies) {
+            for (count, waiting) in counts.into_iter().zip(replies) {
+                let answer: Vec<Inserted> = inserted.by_ref().take(count).collect();
                 // A requester that gave up (its connection closed) no longer needs an answer.
-                let _ = reply.send(Ok(inserted.by_ref().take(count).collect()));
+                for reply in waiting {
+                    let _ = reply.send(Ok(answer.clone()));
+                }
             }
         }
         Err(e) => {
             // The group was one atomic write: none of it is stored, so every request fails alike.
-            for reply in replies {
+            for reply in replies.into_iter().flatten() {
                 let _ = reply.send(Err(e.clone()));
             }
         }
@@ -245,6 +322,7 @@ mod tests {
     use super::*;
     use crate::id::IdGenerator;
     use crate::message::Message;
+    use crate::store::IdempotencyRecord;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
@@ -253,6 +331,7 @@ mod tests {
     struct MemStore {
         ids: IdGenerator,
         messages: Mutex<BTreeMap<MessageId, Vec<u8>>>,
+        keys: Mutex<HashMap<String, IdempotencyRecord>>,
         writes: AtomicUsize,
         fail: AtomicBool,
         closed: AtomicBool,
@@ -263,15 +342,14 @@ mod tests {
             Arc::new(Self {
                 ids: IdGenerator::new(1, MessageId::MIN).unwrap(),
                 messages: Mutex::default(),
+                keys: Mutex::default(),
                 writes: AtomicUsize::new(0),
                 fail: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
             })
         }
-    }
 
-    impl Store for MemStore {
-        fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
+        fn insert_plain(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
             if self.closed.load(Ordering::SeqCst) {
                 return Err(StoreError::Closed);
             }
@@ -295,6 +373,32 @@ mod tests {
                     })
                 })
                 .collect()
+        }
+    }
+
+    impl Store for MemStore {
+        fn insert_with_keys(
+            &self,
+            messages: Vec<NewMessage>,
+            keys: &[(usize, IdempotencyKey)],
+        ) -> Result<Vec<Inserted>, StoreError> {
+            let inserted = self.insert_plain(messages)?;
+            let mut records = self.keys.lock().unwrap();
+            for (index, key) in keys {
+                records.insert(
+                    key.key.clone(),
+                    IdempotencyRecord {
+                        fingerprint: key.fingerprint,
+                        created_ms: 0,
+                        inserted: inserted[*index].clone(),
+                    },
+                );
+            }
+            Ok(inserted)
+        }
+
+        fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+            Ok(self.keys.lock().unwrap().get(key).cloned())
         }
 
         fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
@@ -437,5 +541,60 @@ mod tests {
         drop(other);
         // Only the test's own reference remains: the writer thread has ended and let go.
         assert_eq!(Arc::strong_count(&mem), 1);
+    }
+
+    fn key(name: &str, fingerprint: u8) -> IdempotencyKey {
+        IdempotencyKey {
+            key: name.into(),
+            fingerprint: [fingerprint; 32],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_retries_of_one_key_store_once_and_share_the_answer() {
+        let mem = MemStore::new();
+        let handle = StoreHandle::new(mem.clone());
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    handle
+                        .insert_idempotent(new_message("c", "once"), key("k1", 7))
+                        .await
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap().unwrap().msg_id);
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "every retry got the first answer");
+        assert_eq!(mem.messages.lock().unwrap().len(), 1, "stored exactly once");
+    }
+
+    #[tokio::test]
+    async fn a_key_reused_with_another_request_is_a_conflict() {
+        let handle = StoreHandle::new(MemStore::new());
+        let first = handle
+            .insert_idempotent(new_message("c", "a"), key("k", 1))
+            .await
+            .unwrap();
+        let err = handle
+            .insert_idempotent(new_message("c", "b"), key("k", 2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::IdempotencyConflict(_)), "{err:?}");
+        let again = handle
+            .insert_idempotent(new_message("c", "a"), key("k", 1))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        // Other keys and unkeyed inserts are unaffected.
+        let other = handle
+            .insert_idempotent(new_message("c", "a"), key("k2", 1))
+            .await
+            .unwrap();
+        assert_ne!(other.msg_id, first.msg_id);
     }
 }

@@ -32,4 +32,4 @@ pub use handle::StoreHandle;
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
 pub use message::{Inserted, Limits, Message, NewMessage, StoredMessage, ValidationError};
 pub use query::{Order, Page, Query};
-pub use store::{PartStats, Store, StoreError};
+pub use store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};

@@ -20,9 +20,32 @@ pub enum StoreError {
     /// Stored bytes did not decode: a bug or on-disk corruption.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// An idempotency key was reused with a different request.
+    #[error("the idempotency key {0:?} was already used with a different request")]
+    IdempotencyConflict(String),
     /// Anything else: a bug in the store.
     #[error("internal store error: {0}")]
     Internal(String),
+}
+
+/// An idempotency key sent with a request, and the fingerprint of the request it guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The client's key: 1-255 visible ASCII characters.
+    pub key: String,
+    /// A digest of the request (SHA-256 of its canonical JSON): equal for an honest retry.
+    pub fingerprint: [u8; 32],
+}
+
+/// What a store keeps for an idempotency key: enough to answer a retry as the first time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The fingerprint of the request that used the key first.
+    pub fingerprint: [u8; 32],
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// The answer it got.
+    pub inserted: Inserted,
 }
 
 impl From<IdError> for StoreError {
@@ -39,7 +62,20 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `messages` atomically, all or none, giving them strictly increasing ids in input
     /// order. When this returns `Ok`, the messages are as durable as the store is configured to
     /// make them, and visible to readers.
-    fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError>;
+    fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
+        self.insert_with_keys(messages, &[])
+    }
+
+    /// Like [`Store::insert`], and in the same atomic write records each `(index, key)`: the
+    /// message at `index` was stored under that idempotency key, with the answer it got.
+    fn insert_with_keys(
+        &self,
+        messages: Vec<NewMessage>,
+        keys: &[(usize, IdempotencyKey)],
+    ) -> Result<Vec<Inserted>, StoreError>;
+
+    /// The unexpired record of an idempotency key, if there is one.
+    fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Reads one message by id.
     fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError>;

@@ -245,6 +245,11 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Closed => ApiError::unavailable(),
             StoreError::Invalid(v) => v.into(),
+            StoreError::IdempotencyConflict(_) => ApiError::new(
+                ErrorCode::IdempotencyConflict,
+                "this Idempotency-Key was already used with a different request; \
+                 send a new key with a new message",
+            ),
             StoreError::Corrupt(_) | StoreError::Internal(_) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::internal()

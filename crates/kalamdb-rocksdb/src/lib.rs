@@ -31,20 +31,22 @@ pub mod keys;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
-    IdGenerator, Inserted, Message, MessageId, NewMessage, Order, Page, PartStats, Query, Store,
-    StoreError, StoredMessage,
+    IdGenerator, IdempotencyKey, IdempotencyRecord, Inserted, Message, MessageId, NewMessage,
+    Order, Page, PartStats, Query, Store, StoreError, StoredMessage,
 };
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, ErrorKind,
-    FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, CompactionDecision,
+    DBCompressionType, ErrorKind, FlushOptions, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
 };
 
 use crate::keys::{
-    CF_MESSAGES, CF_MESSAGE_INDEX, CF_META, COLUMN_FAMILIES, FORMAT_VERSION, META_FORMAT_VERSION,
-    META_HEALTH_PROBE, META_NODE_ID,
+    CF_IDEMPOTENCY, CF_MESSAGES, CF_MESSAGE_INDEX, CF_META, COLUMN_FAMILIES, FORMAT_VERSION,
+    META_FORMAT_VERSION, META_HEALTH_PROBE, META_NODE_ID,
 };
 
 /// Block cache shared by all column families. Recent messages are the hot set of a chat store.
@@ -84,6 +86,10 @@ pub struct StoreOptions {
     pub sync_writes: bool,
     /// Block compression for every column family.
     pub compression: Compression,
+    /// How long an idempotency key is remembered. Expired records are ignored at once and
+    /// dropped by a compaction filter; a periodic compaction of their column family makes sure
+    /// that runs even when little is written.
+    pub idempotency_ttl: Duration,
 }
 
 impl StoreOptions {
@@ -94,6 +100,7 @@ impl StoreOptions {
             node_id: 0,
             sync_writes: true,
             compression: Compression::default(),
+            idempotency_ttl: Duration::from_secs(86_400),
         }
     }
 }
@@ -130,6 +137,7 @@ pub struct RocksStore {
     /// Held across id assignment and the write, so ids become visible in increasing order.
     writer: Mutex<IdGenerator>,
     sync_writes: bool,
+    idempotency_ttl_ms: u64,
     closed: AtomicBool,
 }
 
@@ -163,7 +171,20 @@ impl RocksStore {
         );
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let descriptors = COLUMN_FAMILIES.iter().map(|name| {
-            ColumnFamilyDescriptor::new(*name, cf_options(name, options.compression, &cache))
+            let mut cf = cf_options(name, options.compression, &cache);
+            if *name == CF_IDEMPOTENCY {
+                let ttl_ms = u64::try_from(options.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+                cf.set_compaction_filter("kalamdb-idempotency-ttl", move |_level, _key, value| {
+                    match keys::idempotency_created_ms(value) {
+                        Some(created) if now_ms().saturating_sub(created) >= ttl_ms => {
+                            CompactionDecision::Remove
+                        }
+                        _ => CompactionDecision::Keep,
+                    }
+                });
+                cf.set_periodic_compaction_seconds(options.idempotency_ttl.as_secs().max(1));
+            }
+            ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&db_options, &path, descriptors).map_err(rocks_err)?;
 
@@ -182,6 +203,8 @@ impl RocksStore {
             path,
             writer: Mutex::new(ids),
             sync_writes: options.sync_writes,
+            idempotency_ttl_ms: u64::try_from(options.idempotency_ttl.as_millis())
+                .unwrap_or(u64::MAX),
             closed: AtomicBool::new(false),
         })
     }
@@ -195,6 +218,17 @@ impl RocksStore {
     pub fn last_id(&self) -> Result<Option<MessageId>, StoreError> {
         let seed = highest_id(&self.db).map_err(store_error)?;
         Ok((seed != MessageId::MIN).then_some(seed))
+    }
+
+    /// Compacts the idempotency column family now, so the TTL filter drops every expired key.
+    /// The server does not need this (RocksDB's own and periodic compactions run the filter);
+    /// it is for maintenance and tests.
+    pub fn compact_idempotency_keys(&self) -> Result<(), StoreError> {
+        self.ensure_open()?;
+        let cf = self.cf(CF_IDEMPOTENCY);
+        self.db.flush_cf(cf).map_err(store_error)?;
+        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> &ColumnFamily {
@@ -214,6 +248,13 @@ impl RocksStore {
         options.set_sync(self.sync_writes);
         options
     }
+}
+
+/// Milliseconds since the Unix epoch; 0 if the clock is before it.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn cf_options(name: &str, compression: Compression, cache: &Cache) -> Options {
@@ -275,7 +316,11 @@ fn store_error(e: rocksdb::Error) -> StoreError {
 }
 
 impl Store for RocksStore {
-    fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
+    fn insert_with_keys(
+        &self,
+        messages: Vec<NewMessage>,
+        idempotency: &[(usize, IdempotencyKey)],
+    ) -> Result<Vec<Inserted>, StoreError> {
         self.ensure_open()?;
         for m in &messages {
             validate_name("conversation_id", &m.conversation_id)?;
@@ -308,11 +353,52 @@ impl Store for RocksStore {
                 timestamp: message.timestamp,
             });
         }
+        let keys_cf = self.cf(CF_IDEMPOTENCY);
+        let created = now_ms();
+        for (index, key) in idempotency {
+            let answer = inserted.get(*index).ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "idempotency key for message {index} of {}",
+                    inserted.len()
+                ))
+            })?;
+            let json =
+                serde_json::to_vec(answer).map_err(|e| StoreError::Internal(e.to_string()))?;
+            batch.put_cf(
+                keys_cf,
+                key.key.as_bytes(),
+                keys::encode_idempotency(&key.fingerprint, created, &json),
+            );
+        }
         self.db
             .write_opt(batch, &self.write_options())
             .map_err(store_error)?;
         drop(ids);
         Ok(inserted)
+    }
+
+    fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.ensure_open()?;
+        let Some(value) = self
+            .db
+            .get_pinned_cf(self.cf(CF_IDEMPOTENCY), key.as_bytes())
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let (fingerprint, created_ms, json) = keys::decode_idempotency(&value)
+            .ok_or_else(|| StoreError::Corrupt(format!("idempotency record of {key:?}")))?;
+        // Expired but not yet compacted away: as good as gone.
+        if now_ms().saturating_sub(created_ms) >= self.idempotency_ttl_ms {
+            return Ok(None);
+        }
+        let inserted = serde_json::from_slice(json)
+            .map_err(|e| StoreError::Corrupt(format!("idempotency record of {key:?}: {e}")))?;
+        Ok(Some(IdempotencyRecord {
+            fingerprint,
+            created_ms,
+            inserted,
+        }))
     }
 
     fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {

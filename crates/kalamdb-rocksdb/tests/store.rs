@@ -92,10 +92,10 @@ fn every_compression_and_sync_mode_stores_and_reads() {
         for sync_writes in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let options = StoreOptions {
-                path: dir.path().join("db"),
                 node_id: 42,
                 sync_writes,
                 compression,
+                ..StoreOptions::new(dir.path().join("db"))
             };
             let id = {
                 let store = RocksStore::open(&options).unwrap();
@@ -211,4 +211,57 @@ fn stats_report_each_column_family_from_rocksdb() {
     assert_eq!(index.estimated_keys, 250);
     store.close().unwrap();
     assert!(matches!(store.stats(), Err(StoreError::Closed)));
+}
+
+#[test]
+fn idempotency_records_are_written_with_the_message_and_expire() {
+    use kalamdb_core::IdempotencyKey;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = IdempotencyKey {
+        key: "retry-1".into(),
+        fingerprint: [9; 32],
+    };
+    let first = {
+        let store = open(dir.path());
+        let inserted = store
+            .insert_with_keys(
+                vec![new_message("c", "a"), new_message("c", "b")],
+                &[(1, key.clone())],
+            )
+            .unwrap();
+        let record = store.idempotency_record("retry-1").unwrap().unwrap();
+        assert_eq!(record.fingerprint, [9; 32]);
+        assert_eq!(record.inserted, inserted[1]);
+        assert!(store.idempotency_record("other").unwrap().is_none());
+        store.close().unwrap();
+        inserted[1].clone()
+    };
+    // Kept across a restart.
+    {
+        let store = open(dir.path());
+        let record = store.idempotency_record("retry-1").unwrap().unwrap();
+        assert_eq!(record.inserted, first);
+        store.close().unwrap();
+    }
+    // Opened with a TTL it has outlived: ignored at once, and dropped by compaction.
+    let mut options = StoreOptions::new(dir.path().join("db"));
+    options.idempotency_ttl = Duration::ZERO;
+    let store = RocksStore::open(&options).unwrap();
+    assert!(store.idempotency_record("retry-1").unwrap().is_none());
+    let keys_on_disk = |store: &RocksStore| {
+        store
+            .stats()
+            .unwrap()
+            .into_iter()
+            .find(|part| part.name == keys::CF_IDEMPOTENCY)
+            .unwrap()
+            .estimated_keys
+    };
+    assert_eq!(keys_on_disk(&store), 1, "still on disk before a compaction");
+    store.compact_idempotency_keys().unwrap();
+    assert_eq!(keys_on_disk(&store), 0);
+    // The messages themselves stay.
+    assert!(store.get(first.msg_id).unwrap().is_some());
 }

@@ -144,6 +144,8 @@ pub struct LimitsConfig {
     pub max_query_limit: usize,
     /// The most messages one `POST /api/v1/messages/batch` may hold. Default 1000.
     pub max_batch_messages: usize,
+    /// How long an `Idempotency-Key` is remembered, in seconds. Default 86400 (a day).
+    pub idempotency_ttl_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -155,6 +157,7 @@ impl Default for LimitsConfig {
             default_query_limit: QueryLimits::default().default_limit,
             max_query_limit: QueryLimits::default().max_limit,
             max_batch_messages: kalamdb_services::insert_batch::DEFAULT_MAX_BATCH_MESSAGES,
+            idempotency_ttl_secs: 86_400,
         }
     }
 }
@@ -360,6 +363,9 @@ impl Config {
                 "must be at least 2 (the size of an empty object, {})".into(),
             ));
         }
+        if self.limits.idempotency_ttl_secs == 0 {
+            return Err(("limits.idempotency_ttl_secs", "must be at least 1".into()));
+        }
         if self.limits.max_batch_messages == 0 {
             return Err(("limits.max_batch_messages", "must be at least 1".into()));
         }
@@ -455,6 +461,7 @@ impl Config {
                 CompressionSetting::Lz4 => Compression::Lz4,
                 CompressionSetting::Zstd => Compression::Zstd,
             },
+            idempotency_ttl: Duration::from_secs(self.limits.idempotency_ttl_secs),
         }
     }
 
