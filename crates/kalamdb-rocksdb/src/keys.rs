@@ -98,6 +98,32 @@ pub fn decode_value(value: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// An idempotency record as stored: the fingerprint (32 bytes), the creation time (milliseconds
+/// since the epoch, 8 bytes big-endian), then the answer as JSON. Wrapped by [`encode_value`].
+pub fn encode_idempotency(fingerprint: &[u8; 32], created_ms: u64, answer_json: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(40 + answer_json.len());
+    payload.extend_from_slice(fingerprint);
+    payload.extend_from_slice(&created_ms.to_be_bytes());
+    payload.extend_from_slice(answer_json);
+    encode_value(&payload)
+}
+
+/// The parts of a stored idempotency record, or `None` when the bytes are not one.
+pub fn decode_idempotency(value: &[u8]) -> Option<([u8; 32], u64, &[u8])> {
+    let payload = decode_value(value)?;
+    if payload.len() < 40 {
+        return None;
+    }
+    let fingerprint: [u8; 32] = payload[..32].try_into().ok()?;
+    let created_ms = u64::from_be_bytes(payload[32..40].try_into().ok()?);
+    Some((fingerprint, created_ms, &payload[40..]))
+}
+
+/// Only the creation time of a stored idempotency record (for the TTL compaction filter).
+pub fn idempotency_created_ms(value: &[u8]) -> Option<u64> {
+    decode_idempotency(value).map(|(_, created_ms, _)| created_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,30 +211,4 @@ mod tests {
         assert_eq!(decode_value(b"\x02{}"), None);
         assert_eq!(decode_value(b""), None);
     }
-}
-
-/// An idempotency record as stored: the fingerprint (32 bytes), the creation time (milliseconds
-/// since the epoch, 8 bytes big-endian), then the answer as JSON. Wrapped by [`encode_value`].
-pub fn encode_idempotency(fingerprint: &[u8; 32], created_ms: u64, answer_json: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(40 + answer_json.len());
-    payload.extend_from_slice(fingerprint);
-    payload.extend_from_slice(&created_ms.to_be_bytes());
-    payload.extend_from_slice(answer_json);
-    encode_value(&payload)
-}
-
-/// The parts of a stored idempotency record, or `None` when the bytes are not one.
-pub fn decode_idempotency(value: &[u8]) -> Option<([u8; 32], u64, &[u8])> {
-    let payload = decode_value(value)?;
-    if payload.len() < 40 {
-        return None;
-    }
-    let fingerprint: [u8; 32] = payload[..32].try_into().ok()?;
-    let created_ms = u64::from_be_bytes(payload[32..40].try_into().ok()?);
-    Some((fingerprint, created_ms, &payload[40..]))
-}
-
-/// Only the creation time of a stored idempotency record (for the TTL compaction filter).
-pub fn idempotency_created_ms(value: &[u8]) -> Option<u64> {
-    decode_idempotency(value).map(|(_, created_ms, _)| created_ms)
 }
