@@ -32,6 +32,7 @@ pub mod body_limit;
 pub mod concurrency;
 pub mod cors;
 pub mod rate_limit;
+mod refusal;
 pub mod request_id;
 pub mod request_log;
 pub mod rescue;

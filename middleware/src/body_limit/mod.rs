@@ -28,12 +28,11 @@
 //! ```
 
 mod body;
-mod future;
 mod layer;
 mod service;
 
+pub use crate::refusal::ResponseFuture;
 pub use body::LimitedBody;
-pub use future::ResponseFuture;
 pub use layer::BodyLimitLayer;
 pub use service::BodyLimit;
 

@@ -34,7 +34,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|length| length > self.limit) {
-            return ResponseFuture::rejected(BodyTooLarge { limit: self.limit });
+            return ResponseFuture::refused(BodyTooLarge { limit: self.limit });
         }
         let request = request.map(|body| LimitedBody::new(body, self.limit));
         ResponseFuture::inner(self.inner.call(request))

@@ -39,12 +39,11 @@
 //!
 //! [governor]: https://docs.rs/governor
 
-mod future;
 mod layer;
 mod limiter;
 mod service;
 
-pub use future::ResponseFuture;
+pub use crate::refusal::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;
 

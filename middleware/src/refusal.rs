@@ -1,12 +1,15 @@
+//! The response future of a layer that either passes a request on or refuses it at once with a
+//! typed error (body limit, rate limit). The rescue layer renders the error.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use kalamdb_http::{BodyTooLarge, BoxError};
+use kalamdb_http::BoxError;
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// The response future of [`super::BodyLimit`].
+    /// The inner service's response future, or a refusal that resolves at once.
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -17,20 +20,22 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Inner { #[pin] future: F },
-        Rejected { error: Option<BodyTooLarge> },
+        Refused { error: Option<BoxError> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn inner(future: F) -> Self {
+    pub(crate) fn inner(future: F) -> Self {
         Self {
             kind: Kind::Inner { future },
         }
     }
 
-    pub(super) fn rejected(error: BodyTooLarge) -> Self {
+    pub(crate) fn refused(error: impl Into<BoxError>) -> Self {
         Self {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Refused {
+                error: Some(error.into()),
+            },
         }
     }
 }
@@ -45,11 +50,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Inner { future } => future.poll(cx).map_err(Into::into),
-            KindProj::Rejected { error } => Poll::Ready(Err(Box::new(
-                error
-                    .take()
-                    .expect("ResponseFuture polled after completion"),
-            ))),
+            KindProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion"))),
         }
     }
 }
