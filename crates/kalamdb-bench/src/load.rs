@@ -71,9 +71,9 @@ struct Bodies {
 impl Bodies {
     fn new(addr: SocketAddr, connection: usize) -> Self {
         Self {
-            insert: build(addr, Workload::Insert, connection, 0),
-            query: build(addr, Workload::Query, connection, 0),
-            batch: build(addr, Workload::Batch, connection, 0),
+            insert: build(addr, Workload::Insert, connection),
+            query: build(addr, Workload::Query, connection),
+            batch: build(addr, Workload::Batch, connection),
         }
     }
 
@@ -94,39 +94,22 @@ impl Bodies {
     }
 }
 
-fn build(addr: SocketAddr, workload: Workload, connection: usize, n: u64) -> Request<Full<Bytes>> {
-    let content = "x".repeat(200);
-    if workload == Workload::Batch {
-        let one = format!(
-            r#"{{"conversation_id":"bench-c{connection}","from":"bench","content":"{content}"}}"#
-        );
-        let body = format!(r#"{{"messages":[{}]}}"#, vec![one; BATCH_SIZE].join(","));
-        return Request::builder()
-            .method(Method::POST)
-            .uri(format!("http://{addr}/api/v1/messages/batch"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("a valid request");
-    }
-    let insert = match workload {
-        Workload::Insert => true,
-        Workload::Query => false,
-        Workload::Batch => unreachable!("answered above"),
-        // Deterministic 80/20 interleaving, the same for every server.
-        Workload::Mixed => n % 5 != 4,
-    };
-    let (path, body) = if insert {
-        (
-            "/api/v1/messages",
-            format!(
-                r#"{{"conversation_id":"bench-c{connection}","from":"bench","content":"{content}"}}"#
-            ),
-        )
-    } else {
-        (
+/// The one request of a single-kind workload; mixed runs interleave insert and query requests.
+fn build(addr: SocketAddr, workload: Workload, connection: usize) -> Request<Full<Bytes>> {
+    let insert = format!(
+        r#"{{"conversation_id":"bench-c{connection}","from":"bench","content":"{}"}}"#,
+        "x".repeat(200)
+    );
+    let (path, body) = match workload {
+        Workload::Insert | Workload::Mixed => ("/api/v1/messages", insert),
+        Workload::Batch => (
+            "/api/v1/messages/batch",
+            format!(r#"{{"messages":[{}]}}"#, vec![insert; BATCH_SIZE].join(",")),
+        ),
+        Workload::Query => (
             "/api/v1/query",
             format!(r#"{{"conversation_id":"{QUERY_CONVERSATION}","limit":50,"order":"desc"}}"#),
-        )
+        ),
     };
     Request::builder()
         .method(Method::POST)
