@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use kalamdb_core::{Inserted, Limits, NewMessage, StoreHandle};
-use kalamdb_http::{json_response, read_json, ApiError, BoxError, ErrorCode, ResponseBody};
+use kalamdb_http::{json_response, read_json, ApiError, BoxError, ResponseBody};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
 
@@ -59,20 +59,16 @@ impl InsertBatch {
         let batch: BatchRequest = read_json(&parts.headers, body).await?;
         let count = batch.messages.len();
         if count == 0 {
-            return Err(ApiError::new(
-                ErrorCode::ValidationFailed,
+            return Err(ApiError::validation(
                 "messages must hold at least one message",
             ));
         }
         if count > self.max_messages {
-            return Err(ApiError::new(
-                ErrorCode::ValidationFailed,
-                format!(
-                    "messages holds {count} messages, over the limit of {} \
+            return Err(ApiError::validation(format!(
+                "messages holds {count} messages, over the limit of {} \
                      (limits.max_batch_messages); split the batch",
-                    self.max_messages
-                ),
-            ));
+                self.max_messages
+            )));
         }
         for (index, message) in batch.messages.iter().enumerate() {
             message.validate(&self.limits).map_err(|e| {

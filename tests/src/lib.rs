@@ -225,3 +225,25 @@ impl http_body::Body for StalledBody {
         std::task::Poll::Pending
     }
 }
+
+/// A request body that is either whole or stalled, for tests that mix the two on one app.
+pub type MixedBody = http_body_util::Either<Full<Bytes>, StalledBody>;
+
+/// `request` as if it arrived from `peer` (an IP address), the way the accept loop marks it.
+pub fn from_peer<B>(peer: &str, mut request: Request<B>) -> Request<B> {
+    let addr: SocketAddr = format!("{peer}:40000").parse().expect("an IP address");
+    request
+        .extensions_mut()
+        .insert(kalamdb_http::ClientAddr(addr));
+    request
+}
+
+/// An insert from `peer` whose body never arrives: it holds a concurrency slot until its
+/// deadline.
+pub fn stalled_insert(peer: &str) -> Request<MixedBody> {
+    let request = Request::post("/api/v1/messages")
+        .header("content-type", "application/json")
+        .body(http_body_util::Either::Right(StalledBody))
+        .expect("valid request");
+    from_peer(peer, request)
+}

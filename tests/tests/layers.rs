@@ -1,15 +1,15 @@
 //! The middleware suite through the whole stack: built from `config.example.toml`, with every
 //! layer that can be switched off switched off, and the order of the layers.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{Either, Full};
-use kalamdb_http::ClientAddr;
 use kalamdb_server::{build_app, Config};
-use kalamdb_tests::{call, get, post_json, Answer, StalledBody, TestStore};
+use kalamdb_tests::{
+    call, from_peer, get, post_json, stalled_insert, Answer, MixedBody, TestStore,
+};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -21,10 +21,8 @@ fn example_config() -> Config {
     .expect("the example parses")
 }
 
-fn from(peer: &str, mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let addr: SocketAddr = format!("{peer}:40000").parse().unwrap();
-    request.extensions_mut().insert(ClientAddr(addr));
-    request
+fn from(peer: &str, request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    from_peer(peer, request)
 }
 
 fn insert(content: &str) -> Request<Full<Bytes>> {
@@ -116,19 +114,6 @@ async fn five_per_second_with_a_burst_of_five_refuses_the_rest_with_json() {
     // Another client has its own allowance.
     let other = call(&app, from("10.0.0.10", get("/health"))).await;
     assert_eq!(other.status, StatusCode::OK);
-}
-
-type MixedBody = Either<Full<Bytes>, StalledBody>;
-
-/// An insert whose body never arrives: it holds a concurrency slot until its deadline.
-fn stalled_insert(peer: &str) -> Request<MixedBody> {
-    let mut request = Request::post("/api/v1/messages")
-        .header("content-type", "application/json")
-        .body(Either::Right(StalledBody))
-        .unwrap();
-    let addr: SocketAddr = format!("{peer}:40000").parse().unwrap();
-    request.extensions_mut().insert(ClientAddr(addr));
-    request
 }
 
 fn health_from(peer: &str) -> Request<MixedBody> {

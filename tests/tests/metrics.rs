@@ -1,25 +1,18 @@
 //! `GET /metrics` through the whole stack: every figure an operator is promised, in the
 //! Prometheus text format. One test: the recorder is process-wide.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{Either, Full};
-use kalamdb_http::ClientAddr;
 use kalamdb_server::{build_app, Config};
-use kalamdb_tests::{get, post_json, Answer, StalledBody, TestStore};
+use kalamdb_tests::{from_peer, get, post_json, stalled_insert, Answer, MixedBody, TestStore};
 use serde_json::json;
 use tower::ServiceExt;
 
-type MixedBody = Either<Full<Bytes>, StalledBody>;
-
 fn from(peer: &str, request: Request<Full<Bytes>>) -> Request<MixedBody> {
-    let mut request = request.map(Either::Left);
-    let addr: SocketAddr = format!("{peer}:40000").parse().unwrap();
-    request.extensions_mut().insert(ClientAddr(addr));
-    request
+    from_peer(peer, request.map(Either::Left))
 }
 
 /// The value of the sample of `name` whose labels include every one of `labels`.
@@ -60,14 +53,7 @@ async fn metrics_publish_requests_refusals_inserts_storage_and_uptime() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
 
     // One request holds the only slot; another is shed.
-    let mut stalled = Request::post("/api/v1/messages")
-        .header("content-type", "application/json")
-        .body(Either::Right(StalledBody))
-        .unwrap();
-    stalled
-        .extensions_mut()
-        .insert(ClientAddr("10.0.0.2:1".parse().unwrap()));
-    let held = tokio::spawn(app.clone().oneshot(stalled));
+    let held = tokio::spawn(app.clone().oneshot(stalled_insert("10.0.0.2")));
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
