@@ -7,6 +7,9 @@
 //! a message never becomes visible before one with a smaller id.
 //!
 //! Reads run on tokio's blocking pool so a slow disk never stalls the async workers.
+//!
+//! After a group commits, the writer publishes its messages to the conversations' live
+//! subscribers ([`crate::live`]); it is the only publisher, so subscribers see commit order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +18,10 @@ use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::id::MessageId;
-use crate::message::{validate_name, Inserted, NewMessage, StoredMessage, ValidationError};
+use crate::live::{Hub, Subscription};
+use crate::message::{
+    validate_name, Inserted, Message, NewMessage, StoredMessage, ValidationError,
+};
 use crate::query::{Page, Query};
 use crate::store::{IdempotencyKey, PartStats, Store, StoreError};
 
@@ -51,6 +57,7 @@ enum Job {
 pub struct StoreHandle {
     store: Arc<dyn Store>,
     writer: Arc<Writer>,
+    hub: Arc<Hub>,
 }
 
 /// The writer thread and the only sender to it.
@@ -91,9 +98,11 @@ impl StoreHandle {
     pub fn new(store: Arc<dyn Store>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer_store = Arc::clone(&store);
+        let hub = Arc::new(Hub::new());
+        let writer_hub = Arc::clone(&hub);
         let thread = thread::Builder::new()
             .name("kalamdb-writer".into())
-            .spawn(move || run_writer(writer_store.as_ref(), rx))
+            .spawn(move || run_writer(writer_store.as_ref(), &writer_hub, rx))
             // Failing to start a thread at boot leaves nothing sensible to do.
             .expect("failed to start the store writer thread");
         let writer = Writer {
@@ -103,6 +112,7 @@ impl StoreHandle {
         Self {
             store,
             writer: Arc::new(writer),
+            hub,
         }
     }
 
@@ -177,9 +187,26 @@ impl StoreHandle {
         self.blocking(|store| store.health_check()).await
     }
 
+    /// Follows `conversation_id`: the subscription receives every message of it committed from
+    /// now on, in id order. See [`crate::live`].
+    ///
+    /// Fails with [`StoreError::Closed`] once [`StoreHandle::end_streams`] or
+    /// [`StoreHandle::close`] was called.
+    pub fn subscribe(&self, conversation_id: &str) -> Result<Subscription, StoreError> {
+        self.hub.subscribe(conversation_id).ok_or(StoreError::Closed)
+    }
+
+    /// Ends every subscription (each receives [`crate::live::Delivery::Ended`]) and refuses new
+    /// ones. Inserts and reads go on: a server shutting down calls this first so open streams
+    /// finish while in-flight requests drain.
+    pub fn end_streams(&self) {
+        self.hub.end();
+    }
+
     /// Stops the writer once every insert queued so far is written, then flushes and closes the
-    /// store. Inserts that arrive afterwards fail with [`StoreError::Closed`].
+    /// store. Inserts that arrive afterwards fail with [`StoreError::Closed`]; subscriptions end.
     pub async fn close(&self) -> Result<(), StoreError> {
+        self.end_streams();
         let (done, stopped) = oneshot::channel();
         if self.writer.send(Job::Stop(done)).await.is_ok() {
             // An error here means the writer already exited; either way it has stopped.
@@ -201,7 +228,7 @@ impl StoreHandle {
 }
 
 /// The writer thread: gathers whatever inserts are waiting and commits them as one group.
-fn run_writer(store: &dyn Store, mut rx: mpsc::Receiver<Job>) {
+fn run_writer(store: &dyn Store, hub: &Hub, mut rx: mpsc::Receiver<Job>) {
     let mut stop = None;
     while stop.is_none() {
         let Some(first) = rx.blocking_recv() else {
@@ -229,7 +256,7 @@ fn run_writer(store: &dyn Store, mut rx: mpsc::Receiver<Job>) {
                 next = rx.try_recv().ok();
             }
         }
-        commit(store, group);
+        commit(store, hub, group);
     }
     rx.close();
     // Answer (by dropping) any insert that raced in behind the stop: it was never stored.
@@ -239,12 +266,12 @@ fn run_writer(store: &dyn Store, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Writes one group and answers each of its requests.
+/// Writes one group, answers each of its requests, then publishes the group to subscribers.
 ///
 /// Idempotency keys are settled here, on the one writer thread, so two requests with the same
 /// key can never both store: a key already on record is answered from the record; a key seen
 /// earlier in this group waits for that request's answer.
-fn commit(store: &dyn Store, group: Group) {
+fn commit(store: &dyn Store, hub: &Hub, group: Group) {
     let mut counts = Vec::with_capacity(group.len());
     let mut replies: Vec<Vec<Reply>> = Vec::with_capacity(group.len());
     let mut all = Vec::new();
@@ -292,8 +319,16 @@ fn commit(store: &dyn Store, group: Group) {
     if replies.is_empty() {
         return;
     }
+    // The store consumes the group; the few messages someone is watching are kept to publish.
+    let watched = hub.watched_in(&all);
     match store.insert_with_keys(all, &keys) {
         Ok(inserted) => {
+            // The same function the store used to build what it wrote, so subscribers get
+            // exactly the stored bytes.
+            let committed: Vec<Message> = watched
+                .into_iter()
+                .filter_map(|(i, new)| inserted.get(i).map(|x| Message::from_new(x.msg_id, new)))
+                .collect();
             let mut inserted = inserted.into_iter();
             for (count, waiting) in counts.into_iter().zip(replies) {
                 let answer: Vec<Inserted> = inserted.by_ref().take(count).collect();
@@ -302,6 +337,7 @@ fn commit(store: &dyn Store, group: Group) {
                     let _ = reply.send(Ok(answer.clone()));
                 }
             }
+            hub.publish(committed);
         }
         Err(e) => {
             // The group was one atomic write: none of it is stored, so every request fails alike.
@@ -596,5 +632,45 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(other.msg_id, first.msg_id);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_each_committed_message_as_stored() {
+        let handle = StoreHandle::new(MemStore::new());
+        let mut sub = handle.subscribe("c").unwrap();
+        handle.insert(new_message("other", "x")).await.unwrap();
+        let batch = vec![new_message("c", "1"), new_message("c", "2")];
+        let inserted = handle.insert_batch(batch).await.unwrap();
+        for expected in inserted {
+            let crate::Delivery::Message(got) = sub.recv().await else {
+                panic!("expected a message");
+            };
+            let stored = handle.get(expected.msg_id).await.unwrap().unwrap();
+            assert_eq!(*got, stored, "the event carries the stored bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_publishes_nothing() {
+        let mem = MemStore::new();
+        let handle = StoreHandle::new(mem.clone());
+        let mut sub = handle.subscribe("c").unwrap();
+        mem.fail.store(true, Ordering::SeqCst);
+        assert!(handle.insert(new_message("c", "lost")).await.is_err());
+        mem.fail.store(false, Ordering::SeqCst);
+        let kept = handle.insert(new_message("c", "kept")).await.unwrap();
+        let crate::Delivery::Message(got) = sub.recv().await else {
+            panic!("expected a message");
+        };
+        assert_eq!(got.msg_id, kept.msg_id);
+    }
+
+    #[tokio::test]
+    async fn close_ends_subscriptions() {
+        let handle = StoreHandle::new(MemStore::new());
+        let mut sub = handle.subscribe("c").unwrap();
+        handle.close().await.unwrap();
+        assert!(matches!(sub.recv().await, crate::Delivery::Ended));
+        assert!(matches!(handle.subscribe("c"), Err(StoreError::Closed)));
     }
 }

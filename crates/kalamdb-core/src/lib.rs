@@ -15,6 +15,7 @@
 //! - [`strict_json`]: metadata read strictly: no duplicate keys, bounded nesting.
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
 //!   group-commit writer thread; reads run on the blocking pool.
+//! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit.
 //!
 //! # Config keys it serves
 //!
@@ -23,12 +24,14 @@
 
 pub mod handle;
 pub mod id;
+pub mod live;
 pub mod message;
 pub mod query;
 pub mod store;
 pub mod strict_json;
 
 pub use handle::StoreHandle;
+pub use live::{Delivery, Subscription};
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
 pub use message::{Inserted, Limits, Message, NewMessage, StoredMessage, ValidationError};
 pub use query::{Order, Page, Query};
