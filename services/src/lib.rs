@@ -12,6 +12,7 @@
 //! | [`insert_batch`] | `POST /api/v1/messages/batch` | 200 `{messages: [{msg_id, conversation_id, timestamp}]}` |
 //! | [`get_message`] | `GET /api/v1/messages/{msg_id}` | 200 the message |
 //! | [`query_messages`] | `POST /api/v1/query` | 200 `{messages, count, has_more, next_cursor}` |
+//! | [`stream_messages`] | `GET /api/v1/conversations/{conversation_id}/stream` | 200 `text/event-stream`, one event per message |
 //! | [`health`] | `GET /health` | 200 `{status, version, uptime_secs, storage}` |
 //! | [`metrics`] | `GET /metrics` | 200 Prometheus text |
 //! | [`router`] | everything | 404 / 405 JSON for unknown paths and methods |
@@ -20,8 +21,9 @@
 //!
 //! # Status codes
 //!
-//! 200, 400 (`invalid_json`, `validation_failed`), 404, 405, 413, 415, 500, 503 (`unavailable`,
-//! and 503 `degraded` health). [`route_name`] gives the layers a route label for a path.
+//! 200, 400 (`invalid_json`, `validation_failed`), 404, 405, 409, 413, 415, 500, 503
+//! (`unavailable`, `overloaded` past `stream.max_subscribers`, and 503 `degraded` health).
+//! [`route_name`] gives the layers a route label for a path.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -37,6 +39,7 @@ pub mod insert_message;
 pub mod metrics;
 pub mod query_messages;
 pub mod router;
+pub mod stream_messages;
 
 pub use get_message::GetMessage;
 pub use health::Health;
@@ -45,6 +48,7 @@ pub use insert_message::InsertMessage;
 pub use metrics::Metrics;
 pub use query_messages::{QueryLimits, QueryMessages};
 pub use router::{route_name, Router};
+pub use stream_messages::{StreamLimits, StreamMessages};
 
 /// The future every endpoint returns: a response, never an error.
 pub type EndpointFuture =

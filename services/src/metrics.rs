@@ -1,7 +1,7 @@
 //! `GET /metrics`: every figure the server records, in the Prometheus text format.
 //!
 //! The figures are recorded through the [`metrics`] facade wherever they happen (the timing,
-//! rate-limit and concurrency layers, [`crate::InsertMessage`]); this endpoint adds the ones
+//! rate-limit and concurrency layers, [`crate::InsertMessage`], [`crate::StreamMessages`]); this endpoint adds the ones
 //! read on demand (the store's sizes, the process uptime) and renders the recorder that the
 //! server installed, with `metrics-exporter-prometheus`.
 //!
@@ -13,6 +13,9 @@
 //! | `kalamdb_http_requests_rate_limited_total` | counter | |
 //! | `kalamdb_http_requests_shed_total` | counter | |
 //! | [`MESSAGES_INSERTED_TOTAL`] | counter | |
+//! | [`STREAMS_ACTIVE`] | gauge | |
+//! | [`STREAM_EVENTS_SENT_TOTAL`] | counter | |
+//! | [`STREAM_CATCH_UPS_TOTAL`] | counter | |
 //! | [`ROCKSDB_ESTIMATED_KEYS`] | gauge | `cf` |
 //! | [`ROCKSDB_LIVE_SST_BYTES`] | gauge | `cf` |
 //! | [`ROCKSDB_PENDING_COMPACTION_BYTES`] | gauge | `cf` |
@@ -33,6 +36,13 @@ use crate::EndpointFuture;
 
 /// Messages stored, counted when their insert is acknowledged.
 pub const MESSAGES_INSERTED_TOTAL: &str = "kalamdb_messages_inserted_total";
+/// Event streams open now.
+pub const STREAMS_ACTIVE: &str = "kalamdb_streams_active";
+/// Message events queued to stream clients, backlog and live alike.
+pub const STREAM_EVENTS_SENT_TOTAL: &str = "kalamdb_stream_events_sent_total";
+/// Times a stream fell behind the live feed and read what it missed from the store: a measure
+/// of clients reading slower than their conversations grow.
+pub const STREAM_CATCH_UPS_TOTAL: &str = "kalamdb_stream_catch_ups_total";
 /// Keys in each RocksDB column family, as RocksDB estimates them.
 pub const ROCKSDB_ESTIMATED_KEYS: &str = "kalamdb_rocksdb_estimated_keys";
 /// Bytes of live SST files in each column family.

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use crate::{
     EndpointFuture, GetMessage, Health, InsertBatch, InsertMessage, Metrics, QueryMessages,
+    StreamMessages,
 };
 
 /// The resources the API serves, resolved from the path alone.
@@ -23,6 +24,8 @@ enum Resource {
     Message,
     /// `/api/v1/query`
     Query,
+    /// `/api/v1/conversations/{conversation_id}/stream`
+    Stream,
     /// `/health`
     Health,
     /// `/metrics`
@@ -33,30 +36,33 @@ impl Resource {
     fn resolve(path: &str) -> Option<Self> {
         let rest = path.strip_prefix('/')?;
         let mut segments = rest.split('/');
-        let resource = match (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) {
-            (Some("api"), Some("v1"), Some("messages"), None) => Resource::Messages,
-            (Some("api"), Some("v1"), Some("messages"), Some("batch")) => Resource::Batch,
-            (Some("api"), Some("v1"), Some("messages"), Some(id)) if !id.is_empty() => {
+        // One more than the longest route, so a path with anything past a route's end misses.
+        let s: [Option<&str>; 6] = std::array::from_fn(|_| segments.next());
+        let resource = match s {
+            [Some("api"), Some("v1"), Some("messages"), None, ..] => Resource::Messages,
+            [Some("api"), Some("v1"), Some("messages"), Some("batch"), None, _] => Resource::Batch,
+            [Some("api"), Some("v1"), Some("messages"), Some(id), None, _] if !id.is_empty() => {
                 Resource::Message
             }
-            (Some("api"), Some("v1"), Some("query"), None) => Resource::Query,
-            (Some("health"), None, None, None) => Resource::Health,
-            (Some("metrics"), None, None, None) => Resource::Metrics,
+            [Some("api"), Some("v1"), Some("query"), None, ..] => Resource::Query,
+            [Some("api"), Some("v1"), Some("conversations"), Some(id), Some("stream"), None]
+                if !id.is_empty() =>
+            {
+                Resource::Stream
+            }
+            [Some("health"), None, ..] => Resource::Health,
+            [Some("metrics"), None, ..] => Resource::Metrics,
             _ => return None,
         };
-        // Nothing may follow the last segment a resource names.
-        segments.next().is_none().then_some(resource)
+        Some(resource)
     }
 
     fn allowed(self) -> &'static [Method] {
         match self {
             Resource::Messages | Resource::Batch | Resource::Query => &[Method::POST],
-            Resource::Message | Resource::Health | Resource::Metrics => &[Method::GET],
+            Resource::Message | Resource::Stream | Resource::Health | Resource::Metrics => {
+                &[Method::GET]
+            }
         }
     }
 
@@ -66,6 +72,7 @@ impl Resource {
             Resource::Batch => "/api/v1/messages/batch",
             Resource::Message => "/api/v1/messages/{msg_id}",
             Resource::Query => "/api/v1/query",
+            Resource::Stream => "/api/v1/conversations/{conversation_id}/stream",
             Resource::Health => "/health",
             Resource::Metrics => "/metrics",
         }
@@ -89,6 +96,7 @@ pub struct Router {
     insert_batch: InsertBatch,
     get_message: GetMessage,
     query_messages: QueryMessages,
+    stream_messages: StreamMessages,
     health: Health,
     metrics: Metrics,
 }
@@ -100,6 +108,7 @@ impl Router {
         insert_batch: InsertBatch,
         get_message: GetMessage,
         query_messages: QueryMessages,
+        stream_messages: StreamMessages,
         health: Health,
         metrics: Metrics,
     ) -> Self {
@@ -108,6 +117,7 @@ impl Router {
             insert_batch,
             get_message,
             query_messages,
+            stream_messages,
             health,
             metrics,
         }
@@ -138,6 +148,7 @@ where
             (Resource::Batch, &Method::POST) => self.insert_batch.call(request),
             (Resource::Message, &Method::GET) => self.get_message.call(request),
             (Resource::Query, &Method::POST) => self.query_messages.call(request),
+            (Resource::Stream, &Method::GET) => self.stream_messages.call(request),
             (Resource::Health, &Method::GET) => self.health.call(request),
             (Resource::Metrics, &Method::GET) => self.metrics.call(request),
             (resource, method) => {
@@ -171,6 +182,10 @@ mod tests {
             Some(Resource::Batch)
         );
         assert_eq!(Resource::resolve("/api/v1/query"), Some(Resource::Query));
+        assert_eq!(
+            Resource::resolve("/api/v1/conversations/c%201/stream"),
+            Some(Resource::Stream)
+        );
         assert_eq!(Resource::resolve("/health"), Some(Resource::Health));
         assert_eq!(Resource::resolve("/metrics"), Some(Resource::Metrics));
         for path in [
@@ -180,6 +195,11 @@ mod tests {
             "/api/v1",
             "/api/v1/messages/",
             "/api/v1/messages/1/2",
+            "/api/v1/messages/batch/x",
+            "/api/v1/conversations/c",
+            "/api/v1/conversations//stream",
+            "/api/v1/conversations/c/stream/",
+            "/api/v1/conversations/c/stream/x",
             "/api/v2/messages",
             "/health/",
             "/healthz",

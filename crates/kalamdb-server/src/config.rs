@@ -16,7 +16,7 @@ use kalamdb_middleware::{
     InvalidSetting,
 };
 use kalamdb_rocksdb::{Compression, StoreOptions};
-use kalamdb_services::QueryLimits;
+use kalamdb_services::{QueryLimits, StreamLimits};
 use serde::{Deserialize, Serialize};
 
 use crate::serve::ServeOptions;
@@ -34,6 +34,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[limits]`: sizes a message is held to.
     pub limits: LimitsConfig,
+    /// `[stream]`: live event streams.
+    pub stream: StreamConfig,
     /// `[logging]`: console and file logs.
     pub logging: LoggingConfig,
     /// `[middleware.*]`: one section per layer.
@@ -158,6 +160,28 @@ impl Default for LimitsConfig {
             max_query_limit: QueryLimits::default().max_limit,
             max_batch_messages: kalamdb_services::insert_batch::DEFAULT_MAX_BATCH_MESSAGES,
             idempotency_ttl_secs: 86_400,
+        }
+    }
+}
+
+/// `[stream]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// How often an idle event stream sends a heartbeat comment, in milliseconds, so proxies
+    /// keep it open and clients notice a dead connection. Default 15000.
+    pub heartbeat_ms: u64,
+    /// The most event streams open at once; past it a new one gets 503 `overloaded`.
+    /// Default 10000.
+    pub max_subscribers: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        let limits = StreamLimits::default();
+        Self {
+            heartbeat_ms: limits.heartbeat.as_millis() as u64,
+            max_subscribers: limits.max_subscribers,
         }
     }
 }
@@ -398,6 +422,12 @@ impl Config {
         if self.server.header_read_timeout_ms == 0 {
             return Err(("server.header_read_timeout_ms", "must be at least 1".into()));
         }
+        if self.stream.heartbeat_ms == 0 {
+            return Err(("stream.heartbeat_ms", "must be at least 1".into()));
+        }
+        if self.stream.max_subscribers == 0 {
+            return Err(("stream.max_subscribers", "must be at least 1".into()));
+        }
         if self.server.max_connections == 0 {
             return Err(("server.max_connections", "must be at least 1".into()));
         }
@@ -447,6 +477,14 @@ impl Config {
         QueryLimits {
             default_limit: self.limits.default_query_limit,
             max_limit: self.limits.max_query_limit,
+        }
+    }
+
+    /// How event streams behave.
+    pub fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            heartbeat: Duration::from_millis(self.stream.heartbeat_ms),
+            max_subscribers: self.stream.max_subscribers,
         }
     }
 
@@ -624,6 +662,9 @@ mod tests {
                 "server.header_read_timeout_ms",
             ),
             ("[server]\nmax_connections = 0", "server.max_connections"),
+            ("[stream]\nheartbeat_ms = 0", "stream.heartbeat_ms"),
+            ("[stream]\nmax_subscribers = 0", "stream.max_subscribers"),
+            ("[stream]\nheartbeat = 5", "stream.heartbeat"),
             ("[server]\nkeep_alive = \"yes\"", "server.keep_alive"),
             (
                 "[middleware.rate_limit]\nburst = 0",

@@ -40,8 +40,9 @@ pub fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
     Ok(StoreHandle::new(Arc::new(store)))
 }
 
-/// Serves the application over `store` on `listener` until `shutdown` resolves; then drains
-/// in-flight requests (up to `server.shutdown_timeout_ms`), flushes and closes the store.
+/// Serves the application over `store` on `listener` until `shutdown` resolves; then ends the
+/// open event streams, drains in-flight requests (up to `server.shutdown_timeout_ms`), flushes
+/// and closes the store.
 ///
 /// Returns how the drain ended, or the error from closing the store.
 pub async fn run<F>(
@@ -58,6 +59,12 @@ where
         tracing::info!(%addr, "listening");
     }
     let upkeep = tokio::spawn(metrics::upkeep(metrics::handle()));
+    let streams = store.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Streams never finish on their own: end them now, or the drain waits for its timeout.
+        streams.end_streams();
+    };
     let drain = serve(listener, app, shutdown, config.server.serve_options()).await;
     upkeep.abort();
     tracing::info!("flushing and closing the store");

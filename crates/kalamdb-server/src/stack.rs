@@ -11,6 +11,7 @@ use kalamdb_http::{BoxError, ResponseBody};
 use kalamdb_middleware::rescue::RescueLayer;
 use kalamdb_services::{
     route_name, GetMessage, Health, InsertBatch, InsertMessage, Metrics, QueryMessages, Router,
+    StreamMessages,
 };
 use tower::{Service, ServiceBuilder};
 
@@ -49,6 +50,7 @@ where
         ),
         GetMessage::new(store.clone()),
         QueryMessages::new(store.clone(), config.query_limits()),
+        StreamMessages::new(store.clone(), config.stream_limits()),
         Health::new(store.clone(), started),
         Metrics::new(crate::metrics::handle(), store, started),
     );
@@ -77,7 +79,8 @@ where
         // Sheds load beyond max_in_flight; outside the timeout, so a timed-out request gives
         // its slot back.
         .option_layer(middleware.concurrency.layer())
-        // The deadline covers everything below, including reading the body.
+        // The deadline covers everything below, including reading the body. It ends at the
+        // response head, so an event stream, whose head goes out at once, is never cut.
         .layer(middleware.timeout.layer())
         // Innermost: refuses an oversized body before the router and endpoints see the request.
         .layer(middleware.body_limit.layer())

@@ -1,0 +1,537 @@
+//! `GET /api/v1/conversations/{conversation_id}/stream`: a conversation's new messages, pushed
+//! as server-sent events.
+//!
+//! Each message is one event:
+//!
+//! ```text
+//! id: 7262413471822004224
+//! event: message
+//! data: {"msg_id":"7262413471822004224","conversation_id":"conv_123",...}
+//!
+//! ```
+//!
+//! and a comment line (`: heartbeat`) goes out every `stream.heartbeat_ms` so proxies and
+//! clients see the connection is alive.
+//!
+//! # Where a stream starts
+//!
+//! With `since_msg_id` (query parameter) or `Last-Event-ID` (header, which wins: a browser's
+//! `EventSource` sends it when it reconnects), the stream starts with every stored message after
+//! that id, read from the store, then goes on live. Without either, it carries the messages
+//! stored after it opened. Either way no message is skipped or sent twice: the subscription is
+//! made before the store is read, and every event's id must be above the last one sent.
+//!
+//! # Falling behind
+//!
+//! A client that reads slower than messages arrive never slows the writers. Its events wait in a
+//! small queue; when the conversation's live channel drops messages for it, the stream reads them
+//! from the store instead, after the last id it sent (see [`kalamdb_core::live`]).
+//!
+//! # Ending
+//!
+//! The response's head is sent as soon as the stream is subscribed, so the timeout layer, which
+//! waits only for the head, never cuts a stream. A stream ends when the client goes away or the
+//! server shuts down ([`kalamdb_core::StoreHandle::end_streams`]); past `stream.max_subscribers`
+//! open streams a new one is refused with 503 `overloaded`.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use kalamdb_core::message::validate_name;
+use kalamdb_core::{
+    Delivery, MessageId, Order, Page, Query, StoreHandle, StoredMessage, Subscription,
+};
+use kalamdb_http::{ApiError, BoxError, ErrorCode, ResponseBody};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tower_service::Service;
+
+use crate::EndpointFuture;
+
+/// How many stored messages one catch-up read returns: enough to make the read worth it, few
+/// enough that a client far behind is not handed a huge burst at once.
+const CATCH_UP_PAGE: usize = 500;
+/// Frames waiting for a client to read them. A client that lets more pile up is behind, and is
+/// caught up from the store rather than from memory.
+const QUEUE_FRAMES: usize = 64;
+/// The comment line sent when nothing else has been for `heartbeat`.
+const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+
+/// `[stream]`: how streams behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// How often an idle stream sends a heartbeat comment (`stream.heartbeat_ms`).
+    pub heartbeat: Duration,
+    /// The most streams open at once (`stream.max_subscribers`).
+    pub max_subscribers: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(15_000),
+            max_subscribers: 10_000,
+        }
+    }
+}
+
+/// Streams a conversation's messages as server-sent events; see the module docs.
+///
+/// Rejections: 400 `validation_failed` for a bad conversation id, `since_msg_id`,
+/// `Last-Event-ID` or an unknown query parameter; 503 `overloaded` past `max_subscribers`;
+/// 503 `unavailable` when the store cannot be read or the server is shutting down.
+#[derive(Debug, Clone)]
+pub struct StreamMessages {
+    store: StoreHandle,
+    heartbeat: Duration,
+    /// One permit per open stream, shared by every clone of the endpoint.
+    slots: Arc<Semaphore>,
+    max_subscribers: usize,
+}
+
+impl StreamMessages {
+    /// An endpoint streaming from `store`, within `limits`.
+    pub fn new(store: StoreHandle, limits: StreamLimits) -> Self {
+        Self {
+            store,
+            heartbeat: limits.heartbeat,
+            slots: Arc::new(Semaphore::new(limits.max_subscribers)),
+            max_subscribers: limits.max_subscribers,
+        }
+    }
+
+    async fn handle(
+        self,
+        request: Result<StreamRequest, ApiError>,
+    ) -> Result<Response<ResponseBody>, ApiError> {
+        let request = request?;
+        let permit = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "the server already has {} open streams; retry later",
+                    self.max_subscribers
+                ),
+            )
+            .with_retry_after(1)
+        })?;
+        // Subscribed before the store is read: whatever commits from here on is delivered live,
+        // and whatever committed before is in the read.
+        let subscription = self.store.subscribe(&request.conversation_id)?;
+        let (last, first) = match request.since {
+            Some(since) => {
+                let page = self
+                    .store
+                    .query(backlog(&request.conversation_id, Some(since)))
+                    .await?;
+                (Some(since), Some(page))
+            }
+            None => {
+                // Live only: start after the newest message stored now.
+                let newest = self
+                    .store
+                    .query(Query {
+                        conversation_id: request.conversation_id.clone(),
+                        since: None,
+                        before: None,
+                        limit: 1,
+                        order: Order::Desc,
+                    })
+                    .await?;
+                (newest.messages.first().map(|m| m.msg_id), None)
+            }
+        };
+
+        let (frames, body) = mpsc::channel(QUEUE_FRAMES);
+        let pump = Pump {
+            store: self.store,
+            conversation_id: request.conversation_id,
+            subscription,
+            frames,
+            last,
+            heartbeat: self.heartbeat,
+            _active: Active::open(permit),
+        };
+        tokio::spawn(pump.run(first));
+
+        let mut response = Response::new(FrameBody { frames: body }.boxed_unsync());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Tells nginx-style proxies to pass events on as they come rather than buffer them.
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        *response.status_mut() = StatusCode::OK;
+        Ok(response)
+    }
+}
+
+impl<B> Service<Request<B>> for StreamMessages {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Parsed before the future so the request (and its body type) need not be Send.
+        let parsed = StreamRequest::parse(&request);
+        crate::respond(self.clone().handle(parsed))
+    }
+}
+
+/// What a stream request asks for.
+#[derive(Debug, PartialEq, Eq)]
+struct StreamRequest {
+    conversation_id: String,
+    /// Start after this id, reading the store first.
+    since: Option<MessageId>,
+}
+
+impl StreamRequest {
+    fn parse<B>(request: &Request<B>) -> Result<Self, ApiError> {
+        let path = request.uri().path();
+        // The router only sends `/api/v1/conversations/{id}/stream` here.
+        let segment = path
+            .strip_suffix("/stream")
+            .and_then(|p| p.rsplit('/').next())
+            .unwrap_or_default();
+        let conversation_id = percent_decode(segment).ok_or_else(|| {
+            ApiError::validation(
+                "conversation_id in the path must be percent-encoded UTF-8".to_string(),
+            )
+        })?;
+        validate_name("conversation_id", &conversation_id)?;
+
+        let mut since = None;
+        for pair in request.uri().query().unwrap_or_default().split('&') {
+            if pair.is_empty() {
+                continue;
+            }
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "since_msg_id" if since.is_none() => {
+                    since = Some(parse_id("since_msg_id", value)?);
+                }
+                "since_msg_id" => {
+                    return Err(ApiError::validation(
+                        "since_msg_id must be given at most once",
+                    ))
+                }
+                other => {
+                    let name = percent_decode(other).unwrap_or_else(|| other.to_owned());
+                    return Err(ApiError::validation(format!(
+                        "unknown query parameter {name:?}; the only one is since_msg_id"
+                    )));
+                }
+            }
+        }
+        if let Some(last) = last_event_id(request.headers())? {
+            since = Some(last);
+        }
+        Ok(Self {
+            conversation_id,
+            since,
+        })
+    }
+}
+
+/// `Last-Event-ID`, when set and not empty (an empty one means "no id", as in the SSE spec).
+fn last_event_id(headers: &HeaderMap) -> Result<Option<MessageId>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("\u{fffd}").trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse_id("Last-Event-ID", text).map(Some)
+}
+
+fn parse_id(field: &str, value: &str) -> Result<MessageId, ApiError> {
+    value
+        .parse()
+        .map_err(|e| ApiError::validation(format!("{field} {e}; got {value:?}")))
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A read of the messages after `since`, oldest first.
+fn backlog(conversation_id: &str, since: Option<MessageId>) -> Query {
+    Query {
+        conversation_id: conversation_id.to_owned(),
+        since,
+        before: None,
+        limit: CATCH_UP_PAGE,
+        order: Order::Asc,
+    }
+}
+
+/// Counts an open stream in the metrics and holds its `max_subscribers` slot.
+struct Active {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Active {
+    fn open(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!(crate::metrics::STREAMS_ACTIVE).increment(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::STREAMS_ACTIVE).decrement(1.0);
+    }
+}
+
+/// Why a stream stopped sending.
+enum Stop {
+    /// The client went away.
+    Gone,
+    /// The server is shutting down.
+    Ended,
+    /// The store could not be read to catch up; the client reconnects and resumes.
+    Store,
+}
+
+/// The task behind one stream: moves events from the subscription (or the store, when behind)
+/// into the response body, in id order, each once.
+struct Pump {
+    store: StoreHandle,
+    conversation_id: String,
+    subscription: Subscription,
+    frames: mpsc::Sender<Bytes>,
+    /// The id of the last message sent (or, before any, the one to start after); `None` for the
+    /// start of the conversation.
+    last: Option<MessageId>,
+    heartbeat: Duration,
+    _active: Active,
+}
+
+impl Pump {
+    async fn run(mut self, first: Option<Page>) {
+        let Err(stop) = self.stream(first).await;
+        if let Stop::Store = stop {
+            // Logged without the conversation's content; the reason was logged by the store.
+            tracing::warn!("a stream ended because the store could not be read to catch up");
+        }
+    }
+
+    async fn stream(&mut self, first: Option<Page>) -> Result<Infallible, Stop> {
+        if let Some(page) = first {
+            let more = page.has_more;
+            self.send_page(page).await?;
+            if more {
+                self.catch_up().await?;
+            }
+        }
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                delivery = self.subscription.recv() => match delivery {
+                    Delivery::Message(message) => {
+                        if self.is_new(message.msg_id) {
+                            self.send_message(&message).await?;
+                            heartbeat.reset();
+                        }
+                    }
+                    Delivery::Missed => {
+                        metrics::counter!(crate::metrics::STREAM_CATCH_UPS_TOTAL).increment(1);
+                        self.catch_up().await?;
+                        heartbeat.reset();
+                    }
+                    Delivery::Ended => return Err(Stop::Ended),
+                },
+                _ = heartbeat.tick() => self.send(Bytes::from_static(HEARTBEAT)).await?,
+                () = self.frames.closed() => return Err(Stop::Gone),
+            }
+        }
+    }
+
+    fn is_new(&self, id: MessageId) -> bool {
+        self.last.is_none_or(|last| id > last)
+    }
+
+    /// Sends every stored message after the last one sent.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let query = backlog(&self.conversation_id, self.last);
+            let page = tokio::select! {
+                page = self.store.query(query) => page.map_err(|_| Stop::Store)?,
+                () = self.subscription.ended() => return Err(Stop::Ended),
+            };
+            let more = page.has_more;
+            self.send_page(page).await?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn send_page(&mut self, page: Page) -> Result<(), Stop> {
+        for message in &page.messages {
+            if self.is_new(message.msg_id) {
+                self.send_message(message).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_message(&mut self, message: &StoredMessage) -> Result<(), Stop> {
+        self.send(event(message)).await?;
+        self.last = Some(message.msg_id);
+        metrics::counter!(crate::metrics::STREAM_EVENTS_SENT_TOTAL).increment(1);
+        Ok(())
+    }
+
+    /// Queues one frame for the client, waiting while its queue is full, but not past a
+    /// shutdown.
+    async fn send(&mut self, frame: Bytes) -> Result<(), Stop> {
+        tokio::select! {
+            sent = self.frames.send(frame) => sent.map_err(|_| Stop::Gone),
+            () = self.subscription.ended() => Err(Stop::Ended),
+        }
+    }
+}
+
+/// One message as an SSE event. The stored JSON is compact, so it holds no line break and fits
+/// on one `data:` line.
+fn event(message: &StoredMessage) -> Bytes {
+    let mut frame = Vec::with_capacity(message.json.len() + 64);
+    // Writing to a Vec cannot fail.
+    let _ = write!(frame, "id: {}\nevent: message\ndata: ", message.msg_id);
+    frame.extend_from_slice(&message.json);
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+/// The response body: the frames the pump queues, until it stops.
+struct FrameBody {
+    frames: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for FrameBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.frames
+            .poll_recv(cx)
+            .map(|frame| frame.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(uri: &str, last_event_id: Option<&str>) -> Result<StreamRequest, ApiError> {
+        let mut request = Request::builder().uri(uri);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        StreamRequest::parse(&request.body(()).unwrap())
+    }
+
+    #[test]
+    fn reads_the_conversation_and_where_to_start() {
+        let request = parse("/api/v1/conversations/conv%20one%2Fa/stream", None).unwrap();
+        assert_eq!(request.conversation_id, "conv one/a");
+        assert_eq!(request.since, None);
+
+        let request = parse("/api/v1/conversations/c/stream?since_msg_id=42", None).unwrap();
+        assert_eq!(request.since, Some(MessageId::from_u64(42)));
+
+        // The header is the newer position: a reconnecting EventSource keeps the URL's.
+        let request = parse("/api/v1/conversations/c/stream?since_msg_id=42", Some("99")).unwrap();
+        assert_eq!(request.since, Some(MessageId::from_u64(99)));
+        let request = parse("/api/v1/conversations/c/stream?since_msg_id=42", Some("")).unwrap();
+        assert_eq!(request.since, Some(MessageId::from_u64(42)));
+    }
+
+    #[test]
+    fn bad_requests_name_what_is_wrong() {
+        for (uri, header, needle) in [
+            (
+                "/api/v1/conversations/c/stream?since_msg_id=x",
+                None,
+                "since_msg_id",
+            ),
+            (
+                "/api/v1/conversations/c/stream?since_msg_id=",
+                None,
+                "since_msg_id",
+            ),
+            (
+                "/api/v1/conversations/c/stream?since_msg_id=1&since_msg_id=2",
+                None,
+                "once",
+            ),
+            ("/api/v1/conversations/c/stream?limit=5", None, "limit"),
+            (
+                "/api/v1/conversations/c/stream",
+                Some("abc"),
+                "Last-Event-ID",
+            ),
+            ("/api/v1/conversations/%ZZ/stream", None, "percent-encoded"),
+            ("/api/v1/conversations/%FF/stream", None, "percent-encoded"),
+            (
+                "/api/v1/conversations/a%00b/stream",
+                None,
+                "conversation_id",
+            ),
+        ] {
+            let error = parse(uri, header).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::ValidationFailed, "{uri}");
+            assert!(
+                error.message().contains(needle),
+                "{uri}: {}",
+                error.message()
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_is_three_lines_and_a_blank_one() {
+        let message = StoredMessage {
+            msg_id: MessageId::from_u64(7),
+            json: br#"{"msg_id":"7"}"#.to_vec(),
+        };
+        assert_eq!(
+            &event(&message)[..],
+            b"id: 7\nevent: message\ndata: {\"msg_id\":\"7\"}\n\n"
+        );
+    }
+}
