@@ -3,7 +3,8 @@
 //!
 //! The tests themselves live in `tests/tests/`:
 //! - `stack.rs`: requests through the whole layer stack with `ServiceExt::oneshot`;
-//! - `socket.rs`: the same app served by the real accept loop on 127.0.0.1, over HTTP/1.1 and h2c.
+//! - `socket.rs`: the same app served by the real accept loop on 127.0.0.1, over HTTP/1.1 and h2c;
+//! - `stream.rs`: live event streams, read with [`EventStream`] as a browser would.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -246,4 +247,204 @@ pub fn stalled_insert(peer: &str) -> Request<MixedBody> {
         .body(http_body_util::Either::Right(StalledBody))
         .expect("valid request");
     from_peer(peer, request)
+}
+
+/// One block of a server-sent event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// An event: its `id`, `event` and `data` fields.
+    Event {
+        /// The `id:` field.
+        id: String,
+        /// The `event:` field.
+        event: String,
+        /// The `data:` field.
+        data: String,
+    },
+    /// A block of comment lines only (a heartbeat), without the leading `:`.
+    Comment(String),
+}
+
+/// How long a test waits for the next event before failing rather than hanging.
+pub const EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A client reading `GET /api/v1/conversations/{id}/stream` from a [`TestServer`], block by
+/// block, the way a browser's `EventSource` would.
+pub struct EventStream {
+    body: http_body_util::combinators::UnsyncBoxBody<Bytes, kalamdb_http::BoxError>,
+    buffer: Vec<u8>,
+    /// The response headers.
+    pub headers: HeaderMap,
+}
+
+impl EventStream {
+    /// Opens `path` on `server` with `client`, sending `Last-Event-ID` when given. A response
+    /// other than 200 comes back as the `Err` answer.
+    pub async fn open(
+        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+        server: &TestServer,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Self, Answer> {
+        let mut request = Request::get(server.url(path)).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let response = client.request(request).await.expect("the server answers");
+        if response.status() != StatusCode::OK {
+            return Err(Answer::from_response(response).await);
+        }
+        Ok(Self::from_response(response))
+    }
+
+    /// Reads the stream of a response already received (from `oneshot`, say).
+    pub fn from_response<B>(response: Response<B>) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<kalamdb_http::BoxError>,
+    {
+        let (parts, body) = response.into_parts();
+        Self {
+            body: body.map_err(Into::into).boxed_unsync(),
+            buffer: Vec::new(),
+            headers: parts.headers,
+        }
+    }
+
+    /// The next block, or `None` when the server ended the stream. Panics after [`EVENT_WAIT`]
+    /// without one, or on a transport error.
+    pub async fn next(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8(block).expect("events are UTF-8");
+                return Some(parse_block(text.trim_end_matches('\n')));
+            }
+            let frame = tokio::time::timeout(EVENT_WAIT, self.body.frame())
+                .await
+                .expect("the stream sends something within EVENT_WAIT");
+            match frame {
+                None => {
+                    assert!(self.buffer.is_empty(), "the stream ended mid-event");
+                    return None;
+                }
+                Some(frame) => {
+                    if let Ok(data) = frame
+                        .expect("the stream has no transport error")
+                        .into_data()
+                    {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next message event as `(id, message JSON)`, skipping heartbeats; `None` at the end.
+    pub async fn next_message(&mut self) -> Option<(String, Value)> {
+        loop {
+            match self.next().await? {
+                Sse::Comment(_) => continue,
+                Sse::Event { id, event, data } => {
+                    assert_eq!(event, "message");
+                    let message: Value = serde_json::from_str(&data).expect("data is JSON");
+                    assert_eq!(
+                        message["msg_id"],
+                        id.as_str(),
+                        "the id line names the message"
+                    );
+                    return Some((id, message));
+                }
+            }
+        }
+    }
+
+    /// The next `n` messages, panicking if the stream ends first.
+    pub async fn messages(&mut self, n: usize) -> Vec<(String, Value)> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let next = self.next_message().await;
+            out.push(next.unwrap_or_else(|| panic!("the stream ended after {} events", out.len())));
+        }
+        out
+    }
+}
+
+fn parse_block(block: &str) -> Sse {
+    let mut fields: Vec<(&str, &str)> = Vec::new();
+    let mut comments = Vec::new();
+    for line in block.split('\n') {
+        if let Some(comment) = line.strip_prefix(':') {
+            comments.push(comment.trim_start());
+            continue;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        fields.push((name, value.strip_prefix(' ').unwrap_or(value)));
+    }
+    if fields.is_empty() {
+        return Sse::Comment(comments.join("\n"));
+    }
+    let field = |name: &str| {
+        let values: Vec<&str> = fields
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .collect();
+        values.join("\n")
+    };
+    Sse::Event {
+        id: field("id"),
+        event: field("event"),
+        data: field("data"),
+    }
+}
+
+/// Stores `count` messages in `conversation_id` through `POST /api/v1/messages/batch` on
+/// `server`, in batches of at most 100 with `content_bytes` of content each; returns their ids
+/// in order.
+pub async fn insert_many(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    server: &TestServer,
+    conversation_id: &str,
+    count: usize,
+    content_bytes: usize,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    while ids.len() < count {
+        let n = (count - ids.len()).min(100);
+        let messages: Vec<Value> = (0..n)
+            .map(|i| {
+                let mut content = format!("m{} ", ids.len() + i);
+                content.extend(std::iter::repeat_n('x', content_bytes.saturating_sub(content.len())));
+                serde_json::json!({"conversation_id": conversation_id, "from": "writer", "content": content})
+            })
+            .collect();
+        let body = serde_json::json!({ "messages": messages }).to_string();
+        let request = Request::post(server.url("/api/v1/messages/batch"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid request");
+        let answer = Answer::from_response(client.request(request).await.expect("answered")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+        for inserted in answer.json["messages"].as_array().expect("messages") {
+            ids.push(inserted["msg_id"].as_str().expect("msg_id").to_owned());
+        }
+    }
+    ids
+}
+
+/// The value of the sample of `name` in Prometheus text whose labels include every one of
+/// `labels`.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            let series = line.split_whitespace().next().unwrap_or("");
+            let bare = series.split('{').next().unwrap_or("");
+            bare == name && labels.iter().all(|label| series.contains(label))
+        })
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
 }

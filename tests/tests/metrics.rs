@@ -7,24 +7,14 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{Either, Full};
 use kalamdb_server::{build_app, Config};
-use kalamdb_tests::{from_peer, get, post_json, stalled_insert, Answer, MixedBody, TestStore};
+use kalamdb_tests::{
+    from_peer, get, post_json, sample, stalled_insert, Answer, MixedBody, TestStore,
+};
 use serde_json::json;
 use tower::ServiceExt;
 
 fn from(peer: &str, request: Request<Full<Bytes>>) -> Request<MixedBody> {
     from_peer(peer, request.map(Either::Left))
-}
-
-/// The value of the sample of `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            let series = line.split_whitespace().next().unwrap_or("");
-            let bare = series.split('{').next().unwrap_or("");
-            bare == name && labels.iter().all(|label| series.contains(label))
-        })
-        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 #[tokio::test]

@@ -257,6 +257,39 @@ async fn every_answer_matches_docs_openapi_yaml() {
         spec.check(query, &Method::POST, &answer);
     }
 
+    // GET /api/v1/conversations/{conversation_id}/stream: "c" holds three messages after the
+    // first (second, third and the kept idempotent one). Ending the streams ends the body, so
+    // it can be validated whole.
+    let stream = "/api/v1/conversations/{conversation_id}/stream";
+    let answer = send(&app, get("/api/v1/conversations/c/stream?since_msg_id=x")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    spec.check(stream, &Method::GET, &answer);
+    let path = format!("/api/v1/conversations/c/stream?since_msg_id={}", ids[0]);
+    let response = app.clone().oneshot(get(&path)).await.unwrap();
+    let (parts, mut body) = response.into_parts();
+    let mut events = Vec::new();
+    while events.windows(2).filter(|w| w == b"\n\n").count() < 3 {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .expect("the backlog arrives")
+            .expect("the stream is open")
+            .unwrap();
+        events.extend_from_slice(&frame.into_data().unwrap());
+    }
+    store.handle.end_streams();
+    events.extend_from_slice(&body.collect().await.unwrap().to_bytes());
+    let answer = Raw {
+        status: parts.status,
+        headers: parts.headers,
+        body: Bytes::from(events),
+    };
+    assert_eq!(answer.status, StatusCode::OK);
+    spec.check(stream, &Method::GET, &answer);
+    // Once streams have ended (the server is shutting down) a new one is refused.
+    let answer = send(&app, get("/api/v1/conversations/c/stream")).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    spec.check(stream, &Method::GET, &answer);
+
     // GET /metrics
     let answer = send(&app, get("/metrics")).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -278,6 +311,7 @@ async fn every_answer_matches_docs_openapi_yaml() {
         (batch, post_json(batch, "{}")),
         (one, get("/api/v1/messages/1")),
         (query, post_json(query, "{}")),
+        (stream, get("/api/v1/conversations/c/stream")),
         ("/health", get("/health")),
         ("/metrics", get("/metrics")),
     ] {

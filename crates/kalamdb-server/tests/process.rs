@@ -289,3 +289,51 @@ fn inserts_in_flight_at_sigterm_are_acknowledged_and_survive_a_restart() {
     }
     assert!(server.stop().success());
 }
+
+#[test]
+fn sigterm_ends_open_event_streams_cleanly() {
+    use std::io::{Read, Write};
+
+    let dir = ServerDir::new("");
+    let server = dir.start();
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/conversations/conv_1/stream HTTP/1.1\r\nHost: kalamdb\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).expect("the head arrives");
+        assert!(n > 0, "closed before the head");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&received).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+
+    let id = insert(server.addr, "streamed but never logged");
+    while !String::from_utf8_lossy(&received).contains(&format!("id: {id}\n")) {
+        let n = stream.read(&mut chunk).expect("the event arrives");
+        assert!(n > 0, "closed before the event");
+        received.extend_from_slice(&chunk[..n]);
+    }
+
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    // The response finishes properly, with the last chunk, and the connection closes.
+    stream
+        .read_to_end(&mut received)
+        .expect("the stream ends rather than hanging");
+    assert!(received.ends_with(b"0\r\n\r\n"), "no final chunk");
+    assert!(server.wait().success());
+
+    let log = std::fs::read_to_string(dir.log_path()).unwrap();
+    assert!(log.contains("all connections closed"), "{log}");
+    assert!(!log.contains("drain timed out"), "{log}");
+    assert!(!log.contains("streamed but never logged"));
+}
