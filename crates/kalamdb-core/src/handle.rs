@@ -193,7 +193,9 @@ impl StoreHandle {
     /// Fails with [`StoreError::Closed`] once [`StoreHandle::end_streams`] or
     /// [`StoreHandle::close`] was called.
     pub fn subscribe(&self, conversation_id: &str) -> Result<Subscription, StoreError> {
-        self.hub.subscribe(conversation_id).ok_or(StoreError::Closed)
+        self.hub
+            .subscribe(conversation_id)
+            .ok_or(StoreError::Closed)
     }
 
     /// Ends every subscription (each receives [`crate::live::Delivery::Ended`]) and refuses new

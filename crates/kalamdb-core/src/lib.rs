@@ -31,8 +31,8 @@ pub mod store;
 pub mod strict_json;
 
 pub use handle::StoreHandle;
-pub use live::{Delivery, Subscription};
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
+pub use live::{Delivery, Subscription};
 pub use message::{Inserted, Limits, Message, NewMessage, StoredMessage, ValidationError};
 pub use query::{Order, Page, Query};
 pub use store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};

@@ -250,7 +250,10 @@ mod tests {
         hub.publish((1..=count).map(|id| message(id, "a")));
         assert!(matches!(slow.recv().await, Delivery::Missed));
         // After the notice it continues with the oldest message still held.
-        assert_eq!(id_of(slow.recv().await), count - CHANNEL_CAPACITY as u64 + 1);
+        assert_eq!(
+            id_of(slow.recv().await),
+            count - CHANNEL_CAPACITY as u64 + 1
+        );
     }
 
     #[tokio::test]
