@@ -23,9 +23,11 @@
 //!
 //! # Falling behind
 //!
-//! A client that reads slower than messages arrive never slows the writers. Its events wait in a
-//! small queue; when the conversation's live channel drops messages for it, the stream reads them
-//! from the store instead, after the last id it sent (see [`kalamdb_core::live`]).
+//! A client that reads slower than messages arrive never slows the writers. Events are made as
+//! the response body is polled, that is, when the client's connection can take one; meanwhile
+//! the conversation's live channel holds what arrives, and once it drops messages for this
+//! stream, the stream reads them from the store instead, after the last id it sent (see
+//! [`kalamdb_core::live`]). No task or buffer per stream sits in between.
 //!
 //! # Ending
 //!
@@ -34,9 +36,9 @@
 //! server shuts down ([`kalamdb_core::StoreHandle::end_streams`]); past `stream.max_subscribers`
 //! open streams a new one is refused with 503 `overloaded`.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,13 +47,13 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, StreamBody};
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
     Delivery, MessageId, Order, Page, Query, StoreHandle, StoredMessage, Subscription,
 };
 use kalamdb_http::{ApiError, BoxError, ErrorCode, ResponseBody};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::EndpointFuture;
@@ -59,9 +61,6 @@ use crate::EndpointFuture;
 /// How many stored messages one catch-up read returns: enough to make the read worth it, few
 /// enough that a client far behind is not handed a huge burst at once.
 const CATCH_UP_PAGE: usize = 500;
-/// Frames waiting for a client to read them. A client that lets more pile up is behind, and is
-/// caught up from the store rather than from memory.
-const QUEUE_FRAMES: usize = 64;
 /// The comment line sent when nothing else has been for `heartbeat`.
 const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
@@ -150,19 +149,28 @@ impl StreamMessages {
             }
         };
 
-        let (frames, body) = mpsc::channel(QUEUE_FRAMES);
-        let pump = Pump {
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut feed = Feed {
             store: self.store,
             conversation_id: request.conversation_id,
             subscription,
-            frames,
             last,
-            heartbeat: self.heartbeat,
+            queue: VecDeque::new(),
+            more: false,
+            heartbeat,
             _active: Active::open(permit),
         };
-        tokio::spawn(pump.run(first));
+        if let Some(page) = first {
+            feed.enqueue(page);
+        }
+        let frames = futures_util::stream::unfold(feed, |mut feed| async move {
+            let frame = feed.next_frame().await?;
+            Some((Ok::<_, BoxError>(Frame::data(frame)), feed))
+        });
 
-        let mut response = Response::new(FrameBody { frames: body }.boxed_unsync());
+        let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -311,68 +319,62 @@ impl Drop for Active {
     }
 }
 
-/// Why a stream stopped sending.
-enum Stop {
-    /// The client went away.
-    Gone,
-    /// The server is shutting down.
-    Ended,
-    /// The store could not be read to catch up; the client reconnects and resumes.
-    Store,
-}
-
-/// The task behind one stream: moves events from the subscription (or the store, when behind)
-/// into the response body, in id order, each once.
-struct Pump {
+/// What one stream sends, produced as the response body is polled: hyper asks for the next
+/// frame only when the client's socket can take it, so a slow client simply stops asking, and
+/// its live channel drops messages for it, which it then reads from the store.
+struct Feed {
     store: StoreHandle,
     conversation_id: String,
     subscription: Subscription,
-    frames: mpsc::Sender<Bytes>,
-    /// The id of the last message sent (or, before any, the one to start after); `None` for the
-    /// start of the conversation.
+    /// The id of the last message queued (or, before any, the one to start after); `None` for
+    /// the start of the conversation.
     last: Option<MessageId>,
-    heartbeat: Duration,
+    /// Events read from the store, waiting to be sent before anything live.
+    queue: VecDeque<Bytes>,
+    /// Whether the store holds more after `last` than has been read.
+    more: bool,
+    heartbeat: tokio::time::Interval,
     _active: Active,
 }
 
-impl Pump {
-    async fn run(mut self, first: Option<Page>) {
-        let Err(stop) = self.stream(first).await;
-        if let Stop::Store = stop {
-            // Logged without the conversation's content; the reason was logged by the store.
-            tracing::warn!("a stream ended because the store could not be read to catch up");
-        }
-    }
-
-    async fn stream(&mut self, first: Option<Page>) -> Result<Infallible, Stop> {
-        if let Some(page) = first {
-            let more = page.has_more;
-            self.send_page(page).await?;
-            if more {
-                self.catch_up().await?;
-            }
-        }
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+impl Feed {
+    /// The next frame to send, or `None` to end the stream.
+    async fn next_frame(&mut self) -> Option<Bytes> {
         loop {
+            if let Some(frame) = self.queue.pop_front() {
+                return Some(self.sent_event(frame));
+            }
+            if self.more {
+                let query = backlog(&self.conversation_id, self.last);
+                let page = tokio::select! {
+                    page = self.store.query(query) => page,
+                    () = self.subscription.ended() => return None,
+                };
+                match page {
+                    Ok(page) => self.enqueue(page),
+                    Err(e) => {
+                        // Ending lets the client reconnect and resume; it loses nothing.
+                        tracing::warn!(error = %e, "a stream ended: the store could not be read to catch up");
+                        return None;
+                    }
+                }
+                continue;
+            }
             tokio::select! {
                 delivery = self.subscription.recv() => match delivery {
-                    Delivery::Message(message) => {
-                        if self.is_new(message.msg_id) {
-                            self.send_message(&message).await?;
-                            heartbeat.reset();
-                        }
+                    Delivery::Message(message) if self.is_new(message.msg_id) => {
+                        self.last = Some(message.msg_id);
+                        return Some(self.sent_event(event(&message)));
                     }
+                    // Already sent from the store.
+                    Delivery::Message(_) => {}
                     Delivery::Missed => {
                         metrics::counter!(crate::metrics::STREAM_CATCH_UPS_TOTAL).increment(1);
-                        self.catch_up().await?;
-                        heartbeat.reset();
+                        self.more = true;
                     }
-                    Delivery::Ended => return Err(Stop::Ended),
+                    Delivery::Ended => return None,
                 },
-                _ = heartbeat.tick() => self.send(Bytes::from_static(HEARTBEAT)).await?,
-                () = self.frames.closed() => return Err(Stop::Gone),
+                _ = self.heartbeat.tick() => return Some(Bytes::from_static(HEARTBEAT)),
             }
         }
     }
@@ -381,45 +383,21 @@ impl Pump {
         self.last.is_none_or(|last| id > last)
     }
 
-    /// Sends every stored message after the last one sent.
-    async fn catch_up(&mut self) -> Result<(), Stop> {
-        loop {
-            let query = backlog(&self.conversation_id, self.last);
-            let page = tokio::select! {
-                page = self.store.query(query) => page.map_err(|_| Stop::Store)?,
-                () = self.subscription.ended() => return Err(Stop::Ended),
-            };
-            let more = page.has_more;
-            self.send_page(page).await?;
-            if !more {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn send_page(&mut self, page: Page) -> Result<(), Stop> {
+    /// Queues a page read from the store, skipping what was already sent.
+    fn enqueue(&mut self, page: Page) {
         for message in &page.messages {
             if self.is_new(message.msg_id) {
-                self.send_message(message).await?;
+                self.last = Some(message.msg_id);
+                self.queue.push_back(event(message));
             }
         }
-        Ok(())
+        self.more = page.has_more;
     }
 
-    async fn send_message(&mut self, message: &StoredMessage) -> Result<(), Stop> {
-        self.send(event(message)).await?;
-        self.last = Some(message.msg_id);
+    fn sent_event(&mut self, frame: Bytes) -> Bytes {
+        self.heartbeat.reset();
         metrics::counter!(crate::metrics::STREAM_EVENTS_SENT_TOTAL).increment(1);
-        Ok(())
-    }
-
-    /// Queues one frame for the client, waiting while its queue is full, but not past a
-    /// shutdown.
-    async fn send(&mut self, frame: Bytes) -> Result<(), Stop> {
-        tokio::select! {
-            sent = self.frames.send(frame) => sent.map_err(|_| Stop::Gone),
-            () = self.subscription.ended() => Err(Stop::Ended),
-        }
+        frame
     }
 }
 
@@ -432,25 +410,6 @@ fn event(message: &StoredMessage) -> Bytes {
     frame.extend_from_slice(&message.json);
     frame.extend_from_slice(b"\n\n");
     Bytes::from(frame)
-}
-
-/// The response body: the frames the pump queues, until it stops.
-struct FrameBody {
-    frames: mpsc::Receiver<Bytes>,
-}
-
-impl http_body::Body for FrameBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.frames
-            .poll_recv(cx)
-            .map(|frame| frame.map(|bytes| Ok(Frame::data(bytes))))
-    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@
 //!   histograms).
 //! - `servers`: starting the real server and the no-op server, and reading peak RSS.
 //! - `preload`: filling a data directory through the store before a query run.
+//! - `stream`: the stream mode, insert → event latency with N subscribers.
 //! - here: the scenarios, their alternation, and the report (table and `--json`).
 
 mod load;
 mod preload;
 mod servers;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +58,13 @@ struct Cli {
     /// Also run the growth mode: preload each of these sizes (comma-separated) and measure.
     #[arg(long, value_delimiter = ',')]
     growth: Vec<u64>,
+    /// Also run the stream mode: insert → event latency with each of these numbers of
+    /// subscribers (comma-separated) on one conversation.
+    #[arg(long, value_delimiter = ',')]
+    stream: Vec<usize>,
+    /// Messages inserted in each stream-mode run.
+    #[arg(long, default_value_t = 200)]
+    stream_events: usize,
     /// `logging.level` of the server under test.
     #[arg(long, default_value = "warn")]
     log_level: String,
@@ -111,6 +120,7 @@ struct Report {
     rounds: usize,
     scenarios: Vec<ScenarioResult>,
     growth: Vec<GrowthResult>,
+    stream: Vec<stream::StreamResult>,
 }
 
 fn suite(name: &str) -> Result<Vec<Scenario>, String> {
@@ -272,11 +282,39 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
         );
         growth.push(result);
     }
+    let mut streams = Vec::new();
+    for &subscribers in &cli.stream {
+        let scenario = Scenario {
+            name: "stream",
+            workload: Workload::Insert,
+            connections: 1,
+            sync_writes: true,
+            preload: 0,
+        };
+        let server = start_server(cli, &scenario)?;
+        let addr = server
+            .as_ref()
+            .map_or_else(|| cli.url.expect("url"), |s| s.addr);
+        let result = stream::run(addr, subscribers, cli.stream_events).await?;
+        println!(
+            "stream {:>5} subscribers: insert -> event p50 {:>6} us  p99 {:>6} us  max {:>6} us | \
+             {} events each, {} incomplete | rss {}",
+            result.subscribers,
+            result.p50_us,
+            result.p99_us,
+            result.max_us,
+            result.events_per_subscriber,
+            result.incomplete,
+            mib(server.as_ref().and_then(ServerProcess::peak_rss_bytes))
+        );
+        streams.push(result);
+    }
     Ok(Report {
         duration_secs: cli.duration_secs,
         rounds: cli.rounds,
         scenarios: results,
         growth,
+        stream: streams,
     })
 }
 
