@@ -536,3 +536,21 @@ async fn messages_stored_during_the_backlog_read_are_sent_once() {
     assert_eq!(stream.next_message().await.unwrap().0, last.to_string());
     slow.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn streams_work_over_h2c_too() {
+    let server = TestServer::start(Config::default()).await;
+    let client = kalamdb_tests::http2_client();
+    let path = stream_path("h2");
+    let mut first = EventStream::open(&client, &server, &path, None)
+        .await
+        .unwrap();
+    // A second stream multiplexed on the same connection.
+    let mut second = EventStream::open(&client, &server, &path, None)
+        .await
+        .unwrap();
+    let inserted = insert_many(&client, &server, "h2", 3, 10).await;
+    assert_eq!(ids(&first.messages(3).await), inserted);
+    assert_eq!(ids(&second.messages(3).await), inserted);
+    assert_eq!(server.shutdown().await, Drain::Complete);
+}

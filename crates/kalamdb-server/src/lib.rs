@@ -14,7 +14,8 @@
 //!
 //! # Status codes
 //!
-//! Everything the endpoints and layers answer: 200, 400, 404, 405, 413, 415, 429, 500, 503.
+//! Everything the endpoints and layers answer: 200 (JSON, Prometheus text, or an event stream),
+//! 400, 404, 405, 409, 413, 415, 429, 500, 503.
 
 pub mod config;
 pub mod logging;

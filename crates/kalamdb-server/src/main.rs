@@ -74,6 +74,8 @@ async fn start(config: Config, source: kalamdb_server::config::ConfigSource) -> 
         max_connections = config.server.max_connections,
         max_in_flight = config.middleware.concurrency.max_in_flight,
         rate_limit = config.middleware.rate_limit.enabled,
+        stream_heartbeat_ms = config.stream.heartbeat_ms,
+        max_subscribers = config.stream.max_subscribers,
         log_rotation = ?config.logging.rotation,
         "starting kalamdb-server"
     );
