@@ -50,7 +50,8 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
-    Delivery, MessageId, Order, Page, Query, StoreHandle, StoredMessage, Subscription,
+    Clock, Delivery, MessageId, Order, Page, Query, StoreHandle, StoredMessage, Subscription,
+    SystemClock,
 };
 use kalamdb_http::{ApiError, BoxError, ErrorCode, ResponseBody};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -61,6 +62,9 @@ use crate::EndpointFuture;
 /// How many stored messages one catch-up read returns: enough to make the read worth it, few
 /// enough that a client far behind is not handed a huge burst at once.
 const CATCH_UP_PAGE: usize = 500;
+/// How far past the server's clock a resume id may lie: ids can run a little ahead of the wall
+/// clock after it steps back, and other nodes' clocks differ; a day covers both.
+const FUTURE_SLACK_MS: u64 = 24 * 60 * 60 * 1000;
 /// The comment line sent when nothing else has been for `heartbeat`.
 const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
@@ -246,6 +250,9 @@ impl StreamRequest {
         if let Some(last) = last_event_id(request.headers())? {
             since = Some(last);
         }
+        if let Some(since) = since {
+            check_not_future(since)?;
+        }
         Ok(Self {
             conversation_id,
             since,
@@ -263,6 +270,20 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<MessageId>, ApiError> {
         return Ok(None);
     }
     parse_id("Last-Event-ID", text).map(Some)
+}
+
+/// Refuses a resume id from far in the future: the stream sends only ids above it, so it would
+/// stay silent until the clock caught up, which for a mistyped id means forever.
+fn check_not_future(since: MessageId) -> Result<(), ApiError> {
+    let now_ms = SystemClock.now_ms();
+    if since.timestamp_ms() > now_ms.saturating_add(FUTURE_SLACK_MS) {
+        return Err(ApiError::validation(format!(
+            "the resume id {since} is from the future (its time is {} ms since the Unix epoch); \
+             pass the id of a message you received",
+            since.timestamp_ms()
+        )));
+    }
+    Ok(())
 }
 
 fn parse_id(field: &str, value: &str) -> Result<MessageId, ApiError> {

@@ -21,9 +21,10 @@ use tokio::sync::{broadcast, watch};
 use crate::message::{Message, NewMessage, StoredMessage};
 
 /// How many published messages a conversation's channel holds for its slowest subscriber before
-/// that subscriber is told it missed some. Past this, catching up from the store is cheaper than
-/// holding more in memory.
-pub const CHANNEL_CAPACITY: usize = 1024;
+/// that subscriber is told it missed some. Each watched conversation allocates this many slots
+/// up front (a few KiB), so it stays small: a subscriber further behind catches up from the
+/// store, which is cheap.
+pub const CHANNEL_CAPACITY: usize = 128;
 
 type Topics = HashMap<String, broadcast::Sender<Arc<StoredMessage>>>;
 
@@ -89,26 +90,40 @@ impl Hub {
         if self.watched.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
-        let topics = self.topics();
-        group
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| topics.contains_key(&m.conversation_id))
-            .map(|(i, m)| (i, m.clone()))
-            .collect()
+        let places: Vec<usize> = {
+            let topics = self.topics();
+            group
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| topics.contains_key(&m.conversation_id))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        // Copied outside the lock: a message may be megabytes.
+        places.into_iter().map(|i| (i, group[i].clone())).collect()
     }
 
     /// Publishes committed messages, in the order given. Never blocks.
     pub(crate) fn publish(&self, messages: impl IntoIterator<Item = Message>) {
-        let topics = self.topics();
-        for message in messages {
-            if let Some(sender) = topics.get(&message.conversation_id) {
+        // Encoded outside the lock, which subscribers take too.
+        let encoded: Vec<(String, Arc<StoredMessage>)> = messages
+            .into_iter()
+            .map(|message| {
                 let stored = StoredMessage {
                     msg_id: message.msg_id,
                     json: message.to_json(),
                 };
+                (message.conversation_id, Arc::new(stored))
+            })
+            .collect();
+        if encoded.is_empty() {
+            return;
+        }
+        let topics = self.topics();
+        for (conversation_id, stored) in encoded {
+            if let Some(sender) = topics.get(&conversation_id) {
                 // An error means the last subscriber left since `watched_in`: nobody to tell.
-                let _ = sender.send(Arc::new(stored));
+                let _ = sender.send(stored);
             }
         }
     }
