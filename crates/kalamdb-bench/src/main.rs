@@ -191,16 +191,21 @@ fn server_binary(cli: &Cli) -> Result<PathBuf, String> {
         })
 }
 
-fn start_server(cli: &Cli, scenario: &Scenario) -> Result<Option<ServerProcess>, String> {
+/// Starts a real server with `storage.sync_writes = sync_writes` and `preload` messages in the
+/// query conversation; `None` with `--url`, which names a server already running.
+fn start_server(
+    cli: &Cli,
+    sync_writes: bool,
+    preload: u64,
+) -> Result<Option<ServerProcess>, String> {
     if cli.url.is_some() {
         return Ok(None);
     }
     let real = RealServer {
         binary: server_binary(cli)?,
-        sync_writes: scenario.sync_writes,
+        sync_writes,
         log_level: cli.log_level.clone(),
     };
-    let preload = scenario.preload;
     let mut failure = None;
     let server = real.start(|data| {
         if preload > 0 {
@@ -215,6 +220,14 @@ fn start_server(cli: &Cli, scenario: &Scenario) -> Result<Option<ServerProcess>,
     }
 }
 
+/// The server under test: the one started, or the one `--url` names.
+fn target(cli: &Cli, started: Option<&ServerProcess>) -> SocketAddr {
+    started.map_or_else(
+        || cli.url.expect("--url is set when no server is started"),
+        |s| s.addr,
+    )
+}
+
 async fn run_suite(cli: &Cli) -> Result<Report, String> {
     let duration = Duration::from_secs(cli.duration_secs);
     let noop = servers::start_noop()?;
@@ -224,10 +237,8 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
         .into_iter()
         .filter(|s| s.name.contains(only))
     {
-        let server = start_server(cli, &scenario)?;
-        let addr = server
-            .as_ref()
-            .map_or_else(|| cli.url.expect("url"), |s| s.addr);
+        let server = start_server(cli, scenario.sync_writes, scenario.preload)?;
+        let addr = target(cli, server.as_ref());
         let (mut real_runs, mut noop_runs) = (Vec::new(), Vec::new());
         for _ in 0..cli.rounds.max(1) {
             noop_runs.push(
@@ -253,16 +264,9 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     }
     let mut growth = Vec::new();
     for &stored in &cli.growth {
-        let scenario = Scenario {
-            name: "growth",
-            workload: Workload::Query,
-            connections: 16,
-            sync_writes: true,
-            preload: stored,
-        };
         eprintln!("growth: preloading {stored} messages");
         let server =
-            start_server(cli, &scenario)?.ok_or("--growth needs a started server, not --url")?;
+            start_server(cli, true, stored)?.ok_or("--growth needs a started server, not --url")?;
         let query = load::run(server.addr, Workload::Query, 16, duration).await;
         let insert = load::run(server.addr, Workload::Insert, 64, duration).await;
         let result = GrowthResult {
@@ -284,18 +288,9 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     }
     let mut streams = Vec::new();
     for &subscribers in &cli.stream {
-        let scenario = Scenario {
-            name: "stream",
-            workload: Workload::Insert,
-            connections: 1,
-            sync_writes: true,
-            preload: 0,
-        };
-        let server = start_server(cli, &scenario)?;
-        let addr = server
-            .as_ref()
-            .map_or_else(|| cli.url.expect("url"), |s| s.addr);
-        let result = stream::run(addr, subscribers, cli.stream_events).await?;
+        let server = start_server(cli, true, 0)?;
+        let result =
+            stream::run(target(cli, server.as_ref()), subscribers, cli.stream_events).await?;
         println!(
             "stream {:>5} subscribers: insert -> event p50 {:>6} us  p99 {:>6} us  max {:>6} us | \
              {} events each, {} incomplete | rss {}",
