@@ -9,6 +9,7 @@ fn a_one_second_quick_run_reports_sane_figures() {
     let json = dir.path().join("results.json");
     let output = Command::new(env!("CARGO_BIN_EXE_kalamdb-bench"))
         .args(["--suite", "quick", "--duration-secs", "1", "--rounds", "1"])
+        .args(["--stream", "3", "--stream-events", "20"])
         .arg("--json")
         .arg(&json)
         .output()
@@ -36,6 +37,17 @@ fn a_one_second_quick_run_reports_sane_figures() {
         assert!(scenario["throughput_ratio"].as_f64().unwrap() > 0.0);
         assert!(scenario["server_peak_rss_bytes"].as_u64().unwrap() > 1_000_000);
     }
+    // The stream mode: every subscriber heard every insert, and the figures are ordered.
+    let stream = &report["stream"][0];
+    assert_eq!(stream["subscribers"], 3, "{stream}");
+    assert_eq!(stream["incomplete"], 0, "{stream}");
+    let p50 = stream["p50_us"].as_u64().unwrap();
+    let p99 = stream["p99_us"].as_u64().unwrap();
+    assert!(
+        p50 > 0 && p50 <= p99 && p99 <= stream["max_us"].as_u64().unwrap(),
+        "{stream}"
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("ratio"), "{text}");
+    assert!(text.contains("insert -> event"), "{text}");
 }
