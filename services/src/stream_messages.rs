@@ -103,11 +103,13 @@ pub struct StreamMessages {
 impl StreamMessages {
     /// An endpoint streaming from `store`, within `limits`.
     pub fn new(store: StoreHandle, limits: StreamLimits) -> Self {
+        // Tokio panics on a zero interval and on more permits than a semaphore can hold.
+        let max_subscribers = limits.max_subscribers.min(Semaphore::MAX_PERMITS);
         Self {
             store,
-            heartbeat: limits.heartbeat,
-            slots: Arc::new(Semaphore::new(limits.max_subscribers)),
-            max_subscribers: limits.max_subscribers,
+            heartbeat: limits.heartbeat.max(Duration::from_millis(1)),
+            slots: Arc::new(Semaphore::new(max_subscribers)),
+            max_subscribers,
         }
     }
 
