@@ -302,8 +302,11 @@ fn percent_decode(text: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Checked first: `from_str_radix` would also take a sign, as in `%+1`.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -488,6 +491,8 @@ mod tests {
                 "Last-Event-ID",
             ),
             ("/api/v1/conversations/%ZZ/stream", None, "percent-encoded"),
+            ("/api/v1/conversations/%+1/stream", None, "percent-encoded"),
+            ("/api/v1/conversations/a%2/stream", None, "percent-encoded"),
             ("/api/v1/conversations/%FF/stream", None, "percent-encoded"),
             (
                 "/api/v1/conversations/a%00b/stream",
