@@ -65,6 +65,10 @@ struct Cli {
     /// Messages inserted in each stream-mode run.
     #[arg(long, default_value_t = 200)]
     stream_events: usize,
+    /// Milliseconds between two inserts in the stream mode; 0 sends each as soon as the last is
+    /// acknowledged.
+    #[arg(long, default_value_t = 5)]
+    stream_pause_ms: u64,
     /// `logging.level` of the server under test.
     #[arg(long, default_value = "warn")]
     log_level: String,
@@ -289,16 +293,23 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     let mut streams = Vec::new();
     for &subscribers in &cli.stream {
         let server = start_server(cli, true, 0)?;
-        let result =
-            stream::run(target(cli, server.as_ref()), subscribers, cli.stream_events).await?;
+        let pause = Duration::from_millis(cli.stream_pause_ms);
+        let result = stream::run(
+            target(cli, server.as_ref()),
+            subscribers,
+            cli.stream_events,
+            pause,
+        )
+        .await?;
         println!(
             "stream {:>5} subscribers: insert -> event p50 {:>6} us  p99 {:>6} us  max {:>6} us | \
-             {} events each, {} incomplete | rss {}",
+             {} events each, {} ms apart, {} incomplete | rss {}",
             result.subscribers,
             result.p50_us,
             result.p99_us,
             result.max_us,
             result.events_per_subscriber,
+            result.pause_ms,
             result.incomplete,
             mib(server.as_ref().and_then(ServerProcess::peak_rss_bytes))
         );

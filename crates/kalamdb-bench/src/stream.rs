@@ -2,7 +2,9 @@
 //!
 //! N clients open `GET /api/v1/conversations/{id}/stream` on raw TCP connections and wait for
 //! the response head (sent once they are subscribed). One writer then inserts messages one at a
-//! time, a few milliseconds apart, noting when it sent each. Inserts are sequential, so every
+//! time, `pause` apart (a few milliseconds by default, so one event's fan-out is over before the
+//! next insert, and the server idles between messages as a chat server does), noting when it
+//! sent each. Inserts are sequential, so every
 //! subscriber's k-th event is the k-th insert: its latency is when the subscriber read it minus
 //! when the writer sent the insert, which covers the request, the commit (with its fsync when
 //! durable), the fan-out and the delivery.
@@ -25,14 +27,12 @@ use tokio::net::TcpStream;
 const CONVERSATION: &str = "bench-stream";
 /// What starts each event on the wire.
 const MARKER: &[u8] = b"event: message\n";
-/// The pause between two inserts: latency, not throughput, is measured, so one event's fan-out
-/// should be over before the next insert.
-const PAUSE: Duration = Duration::from_millis(5);
 
 /// One run's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct StreamResult {
     pub(crate) subscribers: usize,
+    pub(crate) pause_ms: u64,
     pub(crate) events_per_subscriber: usize,
     pub(crate) p50_us: u64,
     pub(crate) p99_us: u64,
@@ -46,6 +46,7 @@ pub(crate) async fn run(
     addr: SocketAddr,
     subscribers: usize,
     events: usize,
+    pause: Duration,
 ) -> Result<StreamResult, String> {
     let path = format!("/api/v1/conversations/{CONVERSATION}/stream");
     let mut streams = Vec::with_capacity(subscribers);
@@ -54,7 +55,7 @@ pub(crate) async fn run(
     }
     let sent: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
         Arc::new(std::sync::Mutex::new(vec![None; events]));
-    let deadline = Instant::now() + Duration::from_secs(60) + PAUSE * events as u32;
+    let deadline = Instant::now() + Duration::from_secs(60) + pause * events as u32;
     let readers: Vec<_> = streams
         .into_iter()
         .map(|(stream, already)| tokio::spawn(read_events(stream, already, events, deadline)))
@@ -78,7 +79,9 @@ pub(crate) async fn run(
         if !status.is_success() {
             return Err(format!("an insert was answered {status}"));
         }
-        tokio::time::sleep(PAUSE).await;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
 
     let mut latency = Histogram::<u64>::new(3).expect("a histogram");
@@ -98,6 +101,7 @@ pub(crate) async fn run(
     }
     Ok(StreamResult {
         subscribers,
+        pause_ms: pause.as_millis() as u64,
         events_per_subscriber: events,
         p50_us: latency.value_at_quantile(0.5),
         p99_us: latency.value_at_quantile(0.99),
