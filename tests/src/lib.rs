@@ -199,13 +199,16 @@ impl TestServer {
     }
 }
 
+/// The HTTP client the socket tests use.
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
 /// An HTTP/1.1 client.
-pub fn http1_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub fn http1_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// An HTTP/2 client with prior knowledge (h2c).
-pub fn http2_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub fn http2_client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http()
@@ -281,7 +284,7 @@ impl EventStream {
     /// Opens `path` on `server` with `client`, sending `Last-Event-ID` when given. A response
     /// other than 200 comes back as the `Err` answer.
     pub async fn open(
-        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+        client: &HttpClient,
         server: &TestServer,
         path: &str,
         last_event_id: Option<&str>,
@@ -406,7 +409,7 @@ fn parse_block(block: &str) -> Sse {
 /// `server`, in batches of at most 100 with `content_bytes` of content each; returns their ids
 /// in order.
 pub async fn insert_many(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: &HttpClient,
     server: &TestServer,
     conversation_id: &str,
     count: usize,

@@ -10,22 +10,22 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use kalamdb_server::{build_app, Config, Drain};
 use kalamdb_tests::{
-    call, get, http1_client, insert_many, post_json, sample, Answer, EventStream, Sse, TestServer,
-    TestStore,
+    call, get, http1_client, insert_many, post_json, sample, Answer, EventStream, HttpClient, Sse,
+    TestServer, TestStore,
 };
 use serde_json::json;
 use tower::ServiceExt;
-
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
 
 fn stream_path(conversation_id: &str) -> String {
     format!("/api/v1/conversations/{conversation_id}/stream")
 }
 
-async fn insert_one(client: &Client, url: &str, conversation_id: &str, content: &str) -> String {
+async fn insert_one(
+    client: &HttpClient,
+    url: &str,
+    conversation_id: &str,
+    content: &str,
+) -> String {
     let body = json!({"conversation_id": conversation_id, "from": "w", "content": content});
     let request = Request::post(url)
         .header("content-type", "application/json")
@@ -36,7 +36,7 @@ async fn insert_one(client: &Client, url: &str, conversation_id: &str, content: 
     answer.json["msg_id"].as_str().unwrap().to_owned()
 }
 
-async fn metrics_text(client: &Client, server: &TestServer) -> String {
+async fn metrics_text(client: &HttpClient, server: &TestServer) -> String {
     let request = Request::get(server.url("/metrics"))
         .body(Full::new(Bytes::new()))
         .unwrap();

@@ -157,11 +157,6 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The conversation this follows.
-    pub fn conversation_id(&self) -> &str {
-        &self.conversation_id
-    }
-
     /// Waits for the next delivery.
     pub async fn recv(&mut self) -> Delivery {
         let Some(receiver) = self.receiver.as_mut() else {
