@@ -53,16 +53,36 @@ fn store(c: &mut Criterion) {
     store
         .insert((0..10_000).map(|_| message("query")).collect())
         .unwrap();
-    let query = Query {
+    let latest = Query {
         conversation_id: "query".to_owned(),
         since: None,
         before: None,
         limit: 50,
         order: Order::Desc,
     };
-    c.bench_function("RocksStore::query, latest 50 of 10k", |b| {
-        b.iter(|| store.query(black_box(&query)).unwrap())
-    });
+    let oldest = Query {
+        order: Order::Asc,
+        ..latest.clone()
+    };
+    // Recent messages sit in the memtable, older ones in table files; reading backwards costs
+    // differently in each, so both are measured.
+    c.bench_function(
+        "RocksStore::query, latest 50 of 10k, in the memtable",
+        |b| b.iter(|| store.query(black_box(&latest)).unwrap()),
+    );
+    c.bench_function(
+        "RocksStore::query, oldest 50 of 10k, in the memtable",
+        |b| b.iter(|| store.query(black_box(&oldest)).unwrap()),
+    );
+    store.flush().unwrap();
+    c.bench_function(
+        "RocksStore::query, latest 50 of 10k, in a table file",
+        |b| b.iter(|| store.query(black_box(&latest)).unwrap()),
+    );
+    c.bench_function(
+        "RocksStore::query, oldest 50 of 10k, in a table file",
+        |b| b.iter(|| store.query(black_box(&oldest)).unwrap()),
+    );
 }
 
 // The macros generate undocumented public functions; they are the bench harness, not an API.

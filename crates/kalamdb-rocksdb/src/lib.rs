@@ -448,29 +448,37 @@ impl Store for RocksStore {
         let mut options = ReadOptions::default();
         options.set_iterate_lower_bound(lower);
         options.set_iterate_upper_bound(upper);
-        let mode = match query.order {
-            Order::Asc => IteratorMode::Start,
-            Order::Desc => IteratorMode::End,
-        };
+        // The raw iterator lends each key and value in place; the plain iterator would copy
+        // both into fresh boxes before the JSON is copied out once more.
+        let mut entries = self.db.raw_iterator_cf_opt(self.cf(CF_MESSAGES), options);
+        match query.order {
+            Order::Asc => entries.seek_to_first(),
+            Order::Desc => entries.seek_to_last(),
+        }
         let mut messages = Vec::with_capacity(query.limit.min(1024));
         let mut has_more = false;
-        for entry in self.db.iterator_cf_opt(self.cf(CF_MESSAGES), options, mode) {
-            let (key, value) = entry.map_err(store_error)?;
+        while let (Some(key), Some(value)) = (entries.key(), entries.value()) {
             // One message past the limit answers `has_more` without a second query.
             if messages.len() == query.limit {
                 has_more = true;
                 break;
             }
-            let (_, msg_id) = keys::decode_message_key(&key)
+            let (_, msg_id) = keys::decode_message_key(key)
                 .ok_or_else(|| StoreError::Corrupt("a message key does not decode".into()))?;
-            let json = keys::decode_value(&value).ok_or_else(|| {
+            let json = keys::decode_value(value).ok_or_else(|| {
                 StoreError::Corrupt(format!("message {msg_id} has an unknown version"))
             })?;
             messages.push(StoredMessage {
                 msg_id,
                 json: json.to_vec(),
             });
+            match query.order {
+                Order::Asc => entries.next(),
+                Order::Desc => entries.prev(),
+            }
         }
+        // An iterator that stops early on a read error is invalid, not at its end.
+        entries.status().map_err(store_error)?;
         Ok(Page { messages, has_more })
     }
 
