@@ -458,7 +458,7 @@ struct SlowReads(std::sync::Arc<kalamdb_rocksdb::RocksStore>);
 impl kalamdb_core::Store for SlowReads {
     fn insert_with_keys(
         &self,
-        messages: Vec<kalamdb_core::NewMessage>,
+        messages: &[kalamdb_core::PreparedMessage],
         keys: &[(usize, kalamdb_core::IdempotencyKey)],
     ) -> Result<Vec<kalamdb_core::Inserted>, kalamdb_core::StoreError> {
         self.0.insert_with_keys(messages, keys)

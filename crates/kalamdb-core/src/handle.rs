@@ -19,9 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::id::MessageId;
 use crate::live::{Hub, Subscription};
-use crate::message::{
-    validate_name, Inserted, Message, NewMessage, StoredMessage, ValidationError,
-};
+use crate::message::{Inserted, NewMessage, PreparedMessage, StoredMessage};
 use crate::query::{Page, Query};
 use crate::store::{IdempotencyKey, PartStats, Store, StoreError};
 
@@ -32,11 +30,11 @@ const QUEUE_DEPTH: usize = 4096;
 const MAX_GROUP_MESSAGES: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Vec<Inserted>, StoreError>>;
-type Group = Vec<(Vec<NewMessage>, Option<IdempotencyKey>, Reply)>;
+type Group = Vec<(Vec<PreparedMessage>, Option<IdempotencyKey>, Reply)>;
 
 enum Job {
     Insert {
-        messages: Vec<NewMessage>,
+        messages: Vec<PreparedMessage>,
         /// Only ever set for a single-message insert.
         key: Option<IdempotencyKey>,
         reply: Reply,
@@ -125,7 +123,8 @@ impl StoreHandle {
     }
 
     /// Stores `messages` atomically, with ids increasing in input order, and resolves once they
-    /// are durable.
+    /// are durable. A message with an invalid name fails the call with
+    /// [`StoreError::Invalid`] and nothing is stored.
     pub async fn insert_batch(
         &self,
         messages: Vec<NewMessage>,
@@ -155,6 +154,11 @@ impl StoreHandle {
         messages: Vec<NewMessage>,
         key: Option<IdempotencyKey>,
     ) -> Result<Vec<Inserted>, StoreError> {
+        // Encoded here, on the request's task, so the one writer thread only splices ids in.
+        let messages = messages
+            .into_iter()
+            .map(PreparedMessage::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(Job::Insert {
@@ -281,11 +285,6 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
     // Key → (its request's place in `replies`, fingerprint), for keys first seen in this group.
     let mut in_group: HashMap<String, (usize, [u8; 32])> = HashMap::new();
     for (messages, key, reply) in group {
-        // One request the store would refuse must not fail the others it is grouped with.
-        if let Err(e) = messages.iter().try_for_each(check_names) {
-            let _ = reply.send(Err(StoreError::Invalid(e)));
-            continue;
-        }
         if let Some(key) = key {
             if let Some((slot, fingerprint)) = in_group.get(&key.key) {
                 if *fingerprint == key.fingerprint {
@@ -321,15 +320,22 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
     if replies.is_empty() {
         return;
     }
-    // The store consumes the group; the few messages someone is watching are kept to publish.
     let watched = hub.watched_in(&all);
-    match store.insert_with_keys(all, &keys) {
+    match store.insert_with_keys(&all, &keys) {
         Ok(inserted) => {
             // The same function the store used to build what it wrote, so subscribers get
             // exactly the stored bytes.
-            let committed: Vec<Message> = watched
+            let committed: Vec<(&str, StoredMessage)> = watched
                 .into_iter()
-                .filter_map(|(i, new)| inserted.get(i).map(|x| Message::from_new(x.msg_id, new)))
+                .filter_map(|i| {
+                    let (message, x) = (all.get(i)?, inserted.get(i)?);
+                    let json = message.to_json(x.msg_id);
+                    let stored = StoredMessage {
+                        msg_id: x.msg_id,
+                        json,
+                    };
+                    Some((message.conversation_id(), stored))
+                })
                 .collect();
             let mut inserted = inserted.into_iter();
             for (count, waiting) in counts.into_iter().zip(replies) {
@@ -350,16 +356,10 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
     }
 }
 
-fn check_names(m: &NewMessage) -> Result<(), ValidationError> {
-    validate_name("conversation_id", &m.conversation_id)?;
-    validate_name("from", &m.from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::IdGenerator;
-    use crate::message::Message;
     use crate::store::IdempotencyRecord;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -387,7 +387,7 @@ mod tests {
             })
         }
 
-        fn insert_plain(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
+        fn insert_plain(&self, messages: &[PreparedMessage]) -> Result<Vec<Inserted>, StoreError> {
             if self.closed.load(Ordering::SeqCst) {
                 return Err(StoreError::Closed);
             }
@@ -399,15 +399,14 @@ mod tests {
             self.writes.fetch_add(1, Ordering::SeqCst);
             let mut map = self.messages.lock().unwrap();
             messages
-                .into_iter()
+                .iter()
                 .map(|m| {
                     let id = self.ids.next_id()?;
-                    let message = Message::from_new(id, m);
-                    map.insert(id, message.to_json());
+                    map.insert(id, m.to_json(id));
                     Ok(Inserted {
                         msg_id: id,
-                        conversation_id: message.conversation_id,
-                        timestamp: message.timestamp,
+                        conversation_id: m.conversation_id().to_owned(),
+                        timestamp: id.timestamp_ms(),
                     })
                 })
                 .collect()
@@ -417,7 +416,7 @@ mod tests {
     impl Store for MemStore {
         fn insert_with_keys(
             &self,
-            messages: Vec<NewMessage>,
+            messages: &[PreparedMessage],
             keys: &[(usize, IdempotencyKey)],
         ) -> Result<Vec<Inserted>, StoreError> {
             let inserted = self.insert_plain(messages)?;

@@ -8,6 +8,7 @@
 //! - [`id`]: [`MessageId`], the 64-bit Snowflake (41 bits of milliseconds since 2024-01-01, 10 bits
 //!   of node id, 12 bits of sequence), and [`IdGenerator`], which issues them strictly increasing.
 //! - [`message`]: [`NewMessage`] as clients send it and its validation against [`Limits`],
+//!   [`PreparedMessage`], its JSON encoded on the request's task for the writer to finish,
 //!   [`Message`] as it is returned, [`StoredMessage`] as a store hands it back.
 //! - [`query`]: [`Query`] and [`Page`], a conversation's history read a page at a time.
 //! - [`store`]: the blocking [`Store`] trait that backends implement, [`StoreError`], and the
@@ -33,6 +34,8 @@ pub mod strict_json;
 pub use handle::StoreHandle;
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
 pub use live::{Delivery, Subscription};
-pub use message::{Inserted, Limits, Message, NewMessage, StoredMessage, ValidationError};
+pub use message::{
+    Inserted, Limits, Message, NewMessage, PreparedMessage, StoredMessage, ValidationError,
+};
 pub use query::{Order, Page, Query};
 pub use store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};

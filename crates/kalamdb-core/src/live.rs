@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, watch};
 
-use crate::message::{Message, NewMessage, StoredMessage};
+use crate::message::{PreparedMessage, StoredMessage};
 
 /// How many published messages a conversation's channel holds for its slowest subscriber before
 /// that subscriber is told it missed some. Each watched conversation allocates this many slots
@@ -84,44 +84,36 @@ impl Hub {
         self.ended.send_replace(true);
     }
 
-    /// Copies of the messages of `group` whose conversation has a subscriber, with their places
-    /// in the group. Called before the group is handed to the store, which consumes it.
-    pub(crate) fn watched_in(&self, group: &[NewMessage]) -> Vec<(usize, NewMessage)> {
+    /// The places in `group` of the messages whose conversation has a subscriber. Called
+    /// before the group is written, so a message committed after a subscription began is never
+    /// left out.
+    pub(crate) fn watched_in(&self, group: &[PreparedMessage]) -> Vec<usize> {
         if self.watched.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
-        let places: Vec<usize> = {
-            let topics = self.topics();
-            group
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| topics.contains_key(&m.conversation_id))
-                .map(|(i, _)| i)
-                .collect()
-        };
-        // Copied outside the lock: a message may be megabytes.
-        places.into_iter().map(|i| (i, group[i].clone())).collect()
+        let topics = self.topics();
+        group
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| topics.contains_key(m.conversation_id()))
+            .map(|(i, _)| i)
+            .collect()
     }
 
-    /// Publishes committed messages, in the order given. Never blocks.
-    pub(crate) fn publish(&self, messages: impl IntoIterator<Item = Message>) {
-        // Encoded outside the lock, which subscribers take too.
-        let encoded: Vec<(String, Arc<StoredMessage>)> = messages
+    /// Publishes committed messages, each with its conversation, in the order given. Never
+    /// blocks.
+    pub(crate) fn publish<'a>(&self, messages: impl IntoIterator<Item = (&'a str, StoredMessage)>) {
+        // Wrapped outside the lock, which subscribers take too.
+        let encoded: Vec<(&str, Arc<StoredMessage>)> = messages
             .into_iter()
-            .map(|message| {
-                let stored = StoredMessage {
-                    msg_id: message.msg_id,
-                    json: message.to_json(),
-                };
-                (message.conversation_id, Arc::new(stored))
-            })
+            .map(|(conversation_id, stored)| (conversation_id, Arc::new(stored)))
             .collect();
         if encoded.is_empty() {
             return;
         }
         let topics = self.topics();
         for (conversation_id, stored) in encoded {
-            if let Some(sender) = topics.get(&conversation_id) {
+            if let Some(sender) = topics.get(conversation_id) {
                 // An error means the last subscriber left since `watched_in`: nobody to tell.
                 let _ = sender.send(stored);
             }
@@ -202,18 +194,22 @@ impl Drop for Subscription {
 mod tests {
     use super::*;
     use crate::id::MessageId;
+    use crate::message::NewMessage;
 
-    fn new_message(conversation_id: &str) -> NewMessage {
-        NewMessage {
+    fn prepared(conversation_id: &str) -> PreparedMessage {
+        PreparedMessage::new(NewMessage {
             conversation_id: conversation_id.into(),
             from: "tester".into(),
             content: "hi".into(),
             metadata: Default::default(),
-        }
+        })
+        .unwrap()
     }
 
-    fn message(id: u64, conversation_id: &str) -> Message {
-        Message::from_new(MessageId::from_u64(id), new_message(conversation_id))
+    fn message(id: u64, conversation_id: &str) -> (&str, StoredMessage) {
+        let msg_id = MessageId::from_u64(id);
+        let json = prepared(conversation_id).to_json(msg_id);
+        (conversation_id, StoredMessage { msg_id, json })
     }
 
     fn id_of(delivery: Delivery) -> u64 {
@@ -238,12 +234,11 @@ mod tests {
     #[tokio::test]
     async fn only_watched_conversations_are_copied_and_the_last_leaver_unwatches() {
         let hub = Arc::new(Hub::new());
-        let group = [new_message("a"), new_message("b"), new_message("a")];
+        let group = [prepared("a"), prepared("b"), prepared("a")];
         assert!(hub.watched_in(&group).is_empty());
         let first = hub.subscribe("a").unwrap();
         let second = hub.subscribe("a").unwrap();
-        let places: Vec<usize> = hub.watched_in(&group).into_iter().map(|(i, _)| i).collect();
-        assert_eq!(places, [0, 2]);
+        assert_eq!(hub.watched_in(&group), [0, 2]);
         drop(first);
         assert_eq!(hub.watched_in(&group).len(), 2, "one subscriber remains");
         drop(second);

@@ -196,6 +196,83 @@ pub struct Inserted {
     pub timestamp: u64,
 }
 
+/// A new message whose JSON is already encoded, all but the id and timestamp a store gives it.
+///
+/// Encoding is the largest part of storing a message. Every insert goes through one writer
+/// thread ([`crate::StoreHandle`]), so the request's own task prepares its messages and the
+/// writer only splices each id in. A prepared message always has valid names
+/// ([`validate_name`]): the store relies on that for its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedMessage {
+    conversation_id: String,
+    /// `","conversation_id":…,"timestamp":` then `,"content":…}`; `split` divides the two. The
+    /// id's digits go before the first part, the timestamp's between the two.
+    encoded: Vec<u8>,
+    split: usize,
+}
+
+impl PreparedMessage {
+    /// Encodes `new`, after checking its names. It does not check the size limits: that is
+    /// [`NewMessage::validate`], which the endpoints run first.
+    pub fn new(new: NewMessage) -> Result<Self, ValidationError> {
+        validate_name("conversation_id", &new.conversation_id)?;
+        validate_name("from", &new.from)?;
+        let capacity = new.conversation_id.len() + new.from.len() + new.content.len() + 80;
+        let mut encoded = Vec::with_capacity(capacity);
+        // The same serializer as `Message::to_json`, field by field in its order, so the bytes
+        // are identical (a test holds them to it).
+        encoded.extend_from_slice(b"\",\"conversation_id\":");
+        write_json(&mut encoded, &new.conversation_id);
+        encoded.extend_from_slice(b",\"from\":");
+        write_json(&mut encoded, &new.from);
+        encoded.extend_from_slice(b",\"timestamp\":");
+        let split = encoded.len();
+        encoded.extend_from_slice(b",\"content\":");
+        write_json(&mut encoded, &new.content);
+        encoded.extend_from_slice(b",\"metadata\":");
+        write_json(&mut encoded, &new.metadata);
+        encoded.push(b'}');
+        Ok(Self {
+            conversation_id: new.conversation_id,
+            encoded,
+            split,
+        })
+    }
+
+    /// The conversation it belongs to.
+    pub fn conversation_id(&self) -> &str {
+        &self.conversation_id
+    }
+
+    /// The length of its JSON once given an id, give or take a few bytes.
+    pub fn approximate_json_len(&self) -> usize {
+        self.encoded.len() + 48
+    }
+
+    /// Appends its canonical JSON as the message `msg_id` (what [`Message::to_json`] gives).
+    pub fn write_json(&self, msg_id: MessageId, out: &mut Vec<u8>) {
+        let mut digits = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"msg_id\":\"");
+        out.extend_from_slice(digits.format(msg_id.as_u64()).as_bytes());
+        out.extend_from_slice(&self.encoded[..self.split]);
+        out.extend_from_slice(digits.format(msg_id.timestamp_ms()).as_bytes());
+        out.extend_from_slice(&self.encoded[self.split..]);
+    }
+
+    /// Its canonical JSON as the message `msg_id`.
+    pub fn to_json(&self, msg_id: MessageId) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.approximate_json_len());
+        self.write_json(msg_id, &mut out);
+        out
+    }
+}
+
+/// Appends `value`'s compact JSON to `out`.
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Strings and maps of JSON values always serialize, and a Vec never fails a write.
+    let _ = serde_json::to_writer(out, value);
+}
+
 /// A message read back from a store, kept as its canonical JSON so it can be sent on without
 /// being decoded and encoded again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +293,7 @@ impl StoredMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn msg(conversation_id: &str, from: &str, content: &str) -> NewMessage {
@@ -299,6 +377,60 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("conversationId"));
+    }
+
+    /// Any JSON value nested a few levels, strings with escapes and non-ASCII included.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// A prepared message's JSON is byte for byte the JSON of the message it becomes: the
+        /// store writes the one, the API contract is the other.
+        #[test]
+        fn prepared_json_is_the_messages_own(
+            conversation_id in "[^\\p{Cc}]{1,40}",
+            from in "[^\\p{Cc}]{1,40}",
+            content in any::<String>(),
+            metadata in proptest::collection::btree_map(any::<String>(), json_value(), 0..4),
+            raw_id in any::<u64>(),
+        ) {
+            let new = NewMessage {
+                conversation_id,
+                from,
+                content,
+                metadata: metadata.into_iter().collect(),
+            };
+            let id = MessageId::from_u64(raw_id);
+            let prepared = PreparedMessage::new(new.clone()).unwrap();
+            prop_assert_eq!(prepared.conversation_id(), new.conversation_id.as_str());
+            let json = prepared.to_json(id);
+            let expected = Message::from_new(id, new).to_json();
+            prop_assert_eq!(String::from_utf8(json).unwrap(), String::from_utf8(expected).unwrap());
+        }
+    }
+
+    #[test]
+    fn preparing_refuses_names_a_store_cannot_key() {
+        let e = PreparedMessage::new(msg("a\u{0}b", "alice", "x")).unwrap_err();
+        assert_eq!(e.field, "conversation_id");
+        let e = PreparedMessage::new(msg("c", "", "x")).unwrap_err();
+        assert_eq!(e.field, "from");
     }
 
     #[test]

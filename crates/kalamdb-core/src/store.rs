@@ -1,7 +1,7 @@
 //! The storage abstraction every endpoint talks to, and its typed errors.
 
 use crate::id::{IdError, MessageId};
-use crate::message::{Inserted, NewMessage, StoredMessage, ValidationError};
+use crate::message::{Inserted, NewMessage, PreparedMessage, StoredMessage, ValidationError};
 use crate::query::{Page, Query};
 
 /// Why a store operation failed.
@@ -63,14 +63,20 @@ pub trait Store: Send + Sync + 'static {
     /// order. When this returns `Ok`, the messages are as durable as the store is configured to
     /// make them, and visible to readers.
     fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
-        self.insert_with_keys(messages, &[])
+        let prepared = messages
+            .into_iter()
+            .map(PreparedMessage::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.insert_with_keys(&prepared, &[])
     }
 
-    /// Like [`Store::insert`], and in the same atomic write records each `(index, key)`: the
-    /// message at `index` was stored under that idempotency key, with the answer it got.
+    /// Like [`Store::insert`] for messages already encoded, and in the same atomic write records
+    /// each `(index, key)`: the message at `index` was stored under that idempotency key, with
+    /// the answer it got. Each message's stored JSON is [`PreparedMessage::write_json`] with its
+    /// id.
     fn insert_with_keys(
         &self,
-        messages: Vec<NewMessage>,
+        messages: &[PreparedMessage],
         keys: &[(usize, IdempotencyKey)],
     ) -> Result<Vec<Inserted>, StoreError>;
 

@@ -14,7 +14,7 @@
 //!
 //! Every value starts with a version byte so the encoding can change without breaking old data.
 
-use kalamdb_core::MessageId;
+use kalamdb_core::{MessageId, PreparedMessage};
 
 /// Column family holding the messages, keyed by conversation then id.
 pub const CF_MESSAGES: &str = "messages";
@@ -87,6 +87,14 @@ pub fn encode_value(payload: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(payload.len() + 1);
     value.push(VALUE_VERSION);
     value.extend_from_slice(payload);
+    value
+}
+
+/// A message's value: the version byte, then its JSON as the message `id`.
+pub fn message_value(message: &PreparedMessage, id: MessageId) -> Vec<u8> {
+    let mut value = Vec::with_capacity(message.approximate_json_len() + 1);
+    value.push(VALUE_VERSION);
+    message.write_json(id, &mut value);
     value
 }
 

@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
-    IdGenerator, IdempotencyKey, IdempotencyRecord, Inserted, Message, MessageId, NewMessage,
-    Order, Page, PartStats, Query, Store, StoreError, StoredMessage,
+    IdGenerator, IdempotencyKey, IdempotencyRecord, Inserted, MessageId, Order, Page, PartStats,
+    PreparedMessage, Query, Store, StoreError, StoredMessage,
 };
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, CompactionDecision,
@@ -318,14 +318,12 @@ fn store_error(e: rocksdb::Error) -> StoreError {
 impl Store for RocksStore {
     fn insert_with_keys(
         &self,
-        messages: Vec<NewMessage>,
+        messages: &[PreparedMessage],
         idempotency: &[(usize, IdempotencyKey)],
     ) -> Result<Vec<Inserted>, StoreError> {
         self.ensure_open()?;
-        for m in &messages {
-            validate_name("conversation_id", &m.conversation_id)?;
-            validate_name("from", &m.from)?;
-        }
+        // A prepared message's names are valid, so a conversation id never holds the 0x00 byte
+        // that ends it in a key.
         let messages_cf = self.cf(CF_MESSAGES);
         let index_cf = self.cf(CF_MESSAGE_INDEX);
         let mut inserted = Vec::with_capacity(messages.len());
@@ -334,23 +332,23 @@ impl Store for RocksStore {
         // A panic while holding the lock cannot leave the generator inconsistent (it is atomic),
         // so a poisoned lock is still safe to use.
         let ids = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        for new in messages {
+        for message in messages {
             let id = ids.next_id()?;
-            let message = Message::from_new(id, new);
+            let conversation_id = message.conversation_id();
             batch.put_cf(
                 messages_cf,
-                keys::message_key(&message.conversation_id, id),
-                keys::encode_value(&message.to_json()),
+                keys::message_key(conversation_id, id),
+                keys::message_value(message, id),
             );
             batch.put_cf(
                 index_cf,
                 keys::index_key(id),
-                keys::encode_value(message.conversation_id.as_bytes()),
+                keys::encode_value(conversation_id.as_bytes()),
             );
             inserted.push(Inserted {
                 msg_id: id,
-                conversation_id: message.conversation_id,
-                timestamp: message.timestamp,
+                conversation_id: conversation_id.to_owned(),
+                timestamp: id.timestamp_ms(),
             });
         }
         let keys_cf = self.cf(CF_IDEMPOTENCY);

@@ -1,6 +1,6 @@
 //! RocksStore against a real database in a temp dir.
 
-use kalamdb_core::{MessageId, NewMessage, Store, StoreError};
+use kalamdb_core::{MessageId, NewMessage, PreparedMessage, Store, StoreError};
 use kalamdb_rocksdb::keys::{self, CF_META, META_FORMAT_VERSION};
 use kalamdb_rocksdb::{Compression, OpenError, RocksStore, StoreOptions};
 use serde_json::json;
@@ -12,6 +12,10 @@ fn new_message(conversation_id: &str, content: &str) -> NewMessage {
         content: content.into(),
         metadata: json!({"role": "user"}).as_object().unwrap().clone(),
     }
+}
+
+fn prepared(conversation_id: &str, content: &str) -> PreparedMessage {
+    PreparedMessage::new(new_message(conversation_id, content)).unwrap()
 }
 
 fn open(dir: &std::path::Path) -> RocksStore {
@@ -227,7 +231,7 @@ fn idempotency_records_are_written_with_the_message_and_expire() {
         let store = open(dir.path());
         let inserted = store
             .insert_with_keys(
-                vec![new_message("c", "a"), new_message("c", "b")],
+                &[prepared("c", "a"), prepared("c", "b")],
                 &[(1, key.clone())],
             )
             .unwrap();
