@@ -66,23 +66,17 @@ fn store(c: &mut Criterion) {
     };
     // Recent messages sit in the memtable, older ones in table files; reading backwards costs
     // differently in each, so both are measured.
-    c.bench_function(
-        "RocksStore::query, latest 50 of 10k, in the memtable",
-        |b| b.iter(|| store.query(black_box(&latest)).unwrap()),
-    );
-    c.bench_function(
-        "RocksStore::query, oldest 50 of 10k, in the memtable",
-        |b| b.iter(|| store.query(black_box(&oldest)).unwrap()),
-    );
-    store.flush().unwrap();
-    c.bench_function(
-        "RocksStore::query, latest 50 of 10k, in a table file",
-        |b| b.iter(|| store.query(black_box(&latest)).unwrap()),
-    );
-    c.bench_function(
-        "RocksStore::query, oldest 50 of 10k, in a table file",
-        |b| b.iter(|| store.query(black_box(&oldest)).unwrap()),
-    );
+    for (place, flush_first) in [("in the memtable", false), ("in a table file", true)] {
+        if flush_first {
+            store.flush().unwrap();
+        }
+        for (which, query) in [("latest", &latest), ("oldest", &oldest)] {
+            c.bench_function(
+                &format!("RocksStore::query, {which} 50 of 10k, {place}"),
+                |b| b.iter(|| store.query(black_box(query)).unwrap()),
+            );
+        }
+    }
 }
 
 // The macros generate undocumented public functions; they are the bench harness, not an API.
