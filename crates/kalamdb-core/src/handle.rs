@@ -1,10 +1,12 @@
 //! [`StoreHandle`]: the async face of a [`Store`], and the group-commit writer behind it.
 //!
 //! Inserts do not call the store from the request's task. They queue to one writer thread, which
-//! takes every insert waiting at that moment and stores them with a single `Store::insert` call:
-//! one atomic write and one WAL sync for the whole group. Each request still waits until its own
-//! messages are durable. Because ids are assigned by that one thread, in the order it commits,
-//! a message never becomes visible before one with a smaller id.
+//! takes every insert waiting at that moment and stores them with a single
+//! `Store::insert_with_keys` call: one atomic write and one WAL sync for the whole group. Each
+//! request still waits until its own messages are durable. Because ids are assigned by that one
+//! thread, in the order it commits, a message never becomes visible before one with a smaller
+//! id. Each request encodes its own messages first ([`PreparedMessage`]), so the writer only
+//! splices ids in.
 //!
 //! Reads run on tokio's blocking pool so a slow disk never stalls the async workers.
 //!
@@ -328,11 +330,10 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
             let committed: Vec<(&str, StoredMessage)> = watched
                 .into_iter()
                 .filter_map(|i| {
-                    let (message, x) = (all.get(i)?, inserted.get(i)?);
-                    let json = message.to_json(x.msg_id);
+                    let (message, answer) = (all.get(i)?, inserted.get(i)?);
                     let stored = StoredMessage {
-                        msg_id: x.msg_id,
-                        json,
+                        msg_id: answer.msg_id,
+                        json: message.to_json(answer.msg_id),
                     };
                     Some((message.conversation_id(), stored))
                 })
