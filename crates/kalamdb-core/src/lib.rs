@@ -15,7 +15,7 @@
 //!   [`PartStats`] size figures the metrics publish.
 //! - [`strict_json`]: metadata read strictly: no duplicate keys, bounded nesting.
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
-//!   group-commit writer thread; reads run on the blocking pool.
+//!   group-commit writer thread; reads run on a few reader threads.
 //! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit.
 //!
 //! # Config keys it serves

@@ -6,11 +6,12 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kalamdb_core::id::MAX_NODE_ID;
-use kalamdb_core::Limits;
+use kalamdb_core::{Limits, StoreHandle};
 use kalamdb_middleware::{
     body_limit, concurrency, cors, rate_limit, request_id, request_log, timeout, timing,
     InvalidSetting,
@@ -23,6 +24,9 @@ use crate::serve::ServeOptions;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config.toml";
+
+/// The most reader threads `storage.read_concurrency` may ask for.
+const MAX_READ_CONCURRENCY: usize = 512;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -108,6 +112,9 @@ pub struct StorageConfig {
     pub sync_writes: bool,
     /// Block compression: `none`, `lz4` or `zstd`. Default `lz4`.
     pub compression: CompressionSetting,
+    /// How many reads (queries, lookups by id, stream catch-ups) run at once, each on one of the
+    /// store's reader threads; more wait their turn. 0, the default, means one per CPU core.
+    pub read_concurrency: usize,
 }
 
 impl Default for StorageConfig {
@@ -116,6 +123,7 @@ impl Default for StorageConfig {
             rocksdb_path: PathBuf::from("data/rocksdb"),
             sync_writes: true,
             compression: CompressionSetting::Lz4,
+            read_concurrency: 0,
         }
     }
 }
@@ -378,6 +386,15 @@ impl Config {
         if self.storage.rocksdb_path.as_os_str().is_empty() {
             return Err(("storage.rocksdb_path", "must not be empty".into()));
         }
+        if self.storage.read_concurrency > MAX_READ_CONCURRENCY {
+            return Err((
+                "storage.read_concurrency",
+                format!(
+                    "must be between 0 (one per CPU core) and {MAX_READ_CONCURRENCY}, got {}",
+                    self.storage.read_concurrency
+                ),
+            ));
+        }
         if self.limits.max_message_size == 0 {
             return Err(("limits.max_message_size", "must be at least 1".into()));
         }
@@ -488,6 +505,12 @@ impl Config {
         }
     }
 
+    /// How many store reads may run at once (`storage.read_concurrency`, 0 = one per core).
+    pub fn read_limit(&self) -> NonZeroUsize {
+        NonZeroUsize::new(self.storage.read_concurrency)
+            .unwrap_or_else(StoreHandle::default_read_limit)
+    }
+
     /// The options the RocksDB store is opened with.
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
@@ -539,6 +562,16 @@ mod tests {
     fn error_for(text: &str) -> (Option<String>, String) {
         let e = parse(text).expect_err("should be refused");
         (e.key().map(str::to_owned), e.to_string())
+    }
+
+    #[test]
+    fn read_concurrency_zero_means_one_per_core() {
+        assert_eq!(
+            Config::default().read_limit(),
+            StoreHandle::default_read_limit()
+        );
+        let config = parse("[storage]\nread_concurrency = 3").unwrap();
+        assert_eq!(config.read_limit().get(), 3);
     }
 
     #[test]
@@ -633,6 +666,10 @@ mod tests {
             ("[server]\nport = 0", "server.port"),
             ("[server]\nnode_id = 1024", "server.node_id"),
             ("[storage]\nrocksdb_path = \"\"", "storage.rocksdb_path"),
+            (
+                "[storage]\nread_concurrency = 513",
+                "storage.read_concurrency",
+            ),
             ("[limits]\nmax_message_size = 0", "limits.max_message_size"),
             ("[limits]\nmax_query_limit = 0", "limits.max_query_limit"),
             (

@@ -38,7 +38,10 @@ pub use stack::build_app;
 /// Opens the RocksDB store the configuration names and starts its writer.
 pub fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
     let store = RocksStore::open(&config.store_options())?;
-    Ok(StoreHandle::new(Arc::new(store)))
+    Ok(StoreHandle::with_read_limit(
+        Arc::new(store),
+        config.read_limit(),
+    ))
 }
 
 /// Serves the application over `store` on `listener` until `shutdown` resolves; then ends the

@@ -65,6 +65,7 @@ async fn start(config: Config, source: kalamdb_server::config::ConfigSource) -> 
         listen = %config.server.listen_addr(),
         storage = %config.storage.rocksdb_path.display(),
         sync_writes = config.storage.sync_writes,
+        read_concurrency = config.read_limit(),
         node_id = config.server.node_id,
         max_message_size = config.limits.max_message_size,
         max_metadata_size = config.limits.max_metadata_size,
