@@ -35,7 +35,7 @@ pub use config::Config;
 pub use serve::{serve, Drain, ServeOptions};
 pub use stack::build_app;
 
-/// Opens the RocksDB store the configuration names and starts its writer.
+/// Opens the RocksDB store the configuration names and starts its writer and reader threads.
 pub fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
     let store = RocksStore::open(&config.store_options())?;
     Ok(StoreHandle::with_read_limit(
