@@ -58,8 +58,8 @@ enum Job {
 /// Every endpoint that touches storage holds one. Create it once with [`StoreHandle::new`] and
 /// end it with [`StoreHandle::close`].
 ///
-/// Dropping the last clone stops the writer thread and waits for it, so the store it holds is
-/// released before the drop returns. Without that wait a process could exit while the writer
+/// Dropping the last clone stops the writer and reader threads and waits for them, so the store
+/// they hold is released before the drop returns. Without that wait a process could exit while the writer
 /// still owned an open RocksDB, and RocksDB aborts when its globals are torn down under it.
 #[derive(Clone)]
 pub struct StoreHandle {
@@ -244,6 +244,7 @@ impl StoreHandle {
         self.blocking(|store| store.close()).await
     }
 
+    /// Runs `f` on a reader thread: every store call but inserts goes through here.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
