@@ -59,8 +59,8 @@ enum Job {
 /// end it with [`StoreHandle::close`].
 ///
 /// Dropping the last clone stops the writer and reader threads and waits for them, so the store
-/// they hold is released before the drop returns. Without that wait a process could exit while the writer
-/// still owned an open RocksDB, and RocksDB aborts when its globals are torn down under it.
+/// they hold is released before the drop returns. Without that wait a process could exit while a
+/// thread still owned an open RocksDB, and RocksDB aborts when its globals are torn down under it.
 #[derive(Clone)]
 pub struct StoreHandle {
     writer: Arc<Writer>,
