@@ -89,3 +89,27 @@ fn answered_and_failed_requests_are_counted_with_their_status() {
         [("route=/".to_owned(), 2), ("route=/fail".to_owned(), 1)]
     );
 }
+
+#[test]
+fn the_duration_is_written_in_milliseconds_to_the_microsecond() {
+    use super::future::server_timing;
+    for (elapsed, expected) in [
+        (Duration::ZERO, "app;dur=0.000"),
+        (Duration::from_nanos(999), "app;dur=0.000"),
+        (Duration::from_micros(5), "app;dur=0.005"),
+        (Duration::from_micros(1_070), "app;dur=1.070"),
+        (Duration::from_micros(1_234_567), "app;dur=1234.567"),
+        (Duration::from_secs(86_400), "app;dur=86400000.000"),
+    ] {
+        assert_eq!(server_timing(elapsed), expected, "{elapsed:?}");
+    }
+}
+
+#[test]
+fn every_status_is_labelled_with_its_code() {
+    use super::future::status_label;
+    for code in 100..=999 {
+        let status = StatusCode::from_u16(code).unwrap();
+        assert_eq!(status_label(status), status.as_str(), "{code}");
+    }
+}
