@@ -73,6 +73,12 @@ where
 
 /// Parses `bytes` as one JSON object of type `T`, with the error mapping of [`read_json`].
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Tracking the path costs on every field, and only a failure needs it: parse without it
+    // first, and parse again with it to word the error. Both see the same bytes, so they fail
+    // alike.
+    if let Ok(ObjectOnly(value)) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let ObjectOnly(value) = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
