@@ -350,6 +350,11 @@ fn print_result(r: &ScenarioResult) {
     );
 }
 
+/// The server's allocator, so the no-op ceiling runs on the same one as the server it is compared
+/// with (the load generator, in the same binary, runs on it too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Mode::NoopServer) = cli.mode {
