@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Counts the instructions the server spends on each insert, with valgrind's callgrind.
+#
+#   scripts/count-instructions.sh [single|batch] [SERVER_BINARY]
+#
+# Starts the server under callgrind on a temp dir (sync_writes = false, port 18080), warms it up,
+# then counts every thread's user-space instructions while 3,000 single inserts (or 300 batches
+# of 100) arrive over 4 keep-alive connections, one request at a time. Prints instructions per
+# message. Unlike the wall-clock benchmark, the count is nearly the same on every run, so a change
+# of a percent shows. Needs valgrind and python3; the binary defaults to
+# target/release/kalamdb-server (build it with `cargo build --release --bins`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-single}
+binary=${2:-target/release/kalamdb-server}
+port=18080
+case "$mode" in
+    single) warmup=300 requests=3000 per_request=1 ;;
+    batch) warmup=30 requests=300 per_request=100 ;;
+    *) echo "usage: $0 [single|batch] [SERVER_BINARY]" >&2; exit 2 ;;
+esac
+command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+
+dir=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
+cat >"$dir/config.toml" <<EOF
+[server]
+port = $port
+[storage]
+rocksdb_path = "$dir/data"
+sync_writes = false
+[logging]
+level = "warn"
+file_path = "$dir/server.log"
+EOF
+
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
+    "$binary" --config "$dir/config.toml" >"$dir/valgrind.log" 2>&1 &
+server=$!
+for _ in $(seq 1 120); do
+    curl -sf -o /dev/null "localhost:$port/health" && break
+    sleep 0.5
+done
+
+send() {
+    python3 - "$1" "$port" "$mode" <<'EOF'
+import http.client, json, sys
+count, port, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+message = {"conversation_id": "count-c1", "from": "count", "content": "x" * 200}
+if mode == "batch":
+    path, body = "/api/v1/messages/batch", json.dumps({"messages": [message] * 100})
+else:
+    path, body = "/api/v1/messages", json.dumps(message)
+connections = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
+for i in range(count):
+    connection = connections[i % 4]
+    connection.request("POST", path, body=body, headers={"content-type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    if response.status >= 300:
+        sys.exit(f"status {response.status}")
+EOF
+}
+
+send "$warmup"
+callgrind_control -i on "$server" >/dev/null
+send "$requests"
+callgrind_control -i off "$server" >/dev/null
+callgrind_control -d "$server" >/dev/null
+total=$(cat "$dir"/callgrind.out* | awk '/^totals:/ { sum += $2 } END { print sum }')
+echo "$mode: $((total / (requests * per_request))) instructions per message ($total for $((requests * per_request)) messages)"
