@@ -64,9 +64,9 @@ EOF
 }
 
 send "$warmup"
-callgrind_control -i on "$server" >/dev/null
+callgrind_control -i on "$server" >/dev/null 2>&1
 send "$requests"
-callgrind_control -i off "$server" >/dev/null
-callgrind_control -d "$server" >/dev/null
+callgrind_control -i off "$server" >/dev/null 2>&1
+callgrind_control -d "$server" >/dev/null 2>&1
 total=$(cat "$dir"/callgrind.out* | awk '/^totals:/ { sum += $2 } END { print sum }')
 echo "$mode: $((total / (requests * per_request))) instructions per message ($total for $((requests * per_request)) messages)"
