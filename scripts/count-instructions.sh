@@ -23,7 +23,15 @@ esac
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 
 dir=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
+server=""
+cleanup() {
+    if [ -n "$server" ]; then
+        kill "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+}
+trap cleanup EXIT
 cat >"$dir/config.toml" <<EOF
 [server]
 port = $port

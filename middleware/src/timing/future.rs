@@ -1,8 +1,7 @@
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,6 +62,7 @@ where
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
         let elapsed = this.start.elapsed();
+        // An error reaches this layer only when it is placed inside the rescue layer.
         let status = match &result {
             Ok(response) => status_label(response.status()),
             Err(_) => Cow::Borrowed("error"),
