@@ -23,8 +23,15 @@
 //! # Reads
 //!
 //! [`Store::query`] sets the iterator's lower and upper bounds to the one conversation's key range
-//! narrowed by the query's exclusive bounds, then reads forward or backward `limit + 1` entries:
-//! a seek plus the page, O(log n + limit), never touching another conversation's keys.
+//! narrowed by the query's exclusive bounds, then reads `limit + 1` entries: a seek plus the
+//! page, O(log n + limit), never touching another conversation's keys. Keys run newest first
+//! ([`keys`]), so the usual newest-first page reads forward; an oldest-first page reads backward,
+//! which in the memtable costs a skip-list search per step.
+//!
+//! # Upgrades
+//!
+//! Opening a store of format version 1 rewrites its message keys into the current layout before
+//! anything else reads it (`docs/RELIABILITY.md`).
 
 pub mod keys;
 
@@ -188,7 +195,17 @@ impl RocksStore {
         });
         let db = DB::open_cf_descriptors(&db_options, &path, descriptors).map_err(rocks_err)?;
 
-        check_format(&db, &path)?;
+        if check_format(&db, &path)? == Some(keys::FORMAT_VERSION_ASCENDING) {
+            let rewritten = upgrade_from_ascending(&db).map_err(|reason| OpenError::Rocks {
+                path: path.clone(),
+                reason: format!("upgrading from format version 1: {reason}"),
+            })?;
+            tracing::info!(
+                path = %path.display(),
+                messages = rewritten,
+                "upgraded the store to format version {FORMAT_VERSION}"
+            );
+        }
         let seed = highest_id(&db).map_err(rocks_err)?;
         let ids = IdGenerator::new(options.node_id, seed)?;
         let meta = db.cf_handle(CF_META).expect("meta column family is opened");
@@ -270,7 +287,9 @@ fn cf_options(name: &str, compression: Compression, cache: &Cache) -> Options {
     options
 }
 
-fn check_format(db: &DB, path: &Path) -> Result<(), OpenError> {
+/// The format version recorded in `dir`, `None` for a new store. Refuses one this build cannot
+/// read or upgrade.
+fn check_format(db: &DB, path: &Path) -> Result<Option<u32>, OpenError> {
     let meta = db.cf_handle(CF_META).expect("meta column family is opened");
     let stored = db
         .get_cf(meta, META_FORMAT_VERSION)
@@ -278,17 +297,62 @@ fn check_format(db: &DB, path: &Path) -> Result<(), OpenError> {
             path: path.to_owned(),
             reason: e.into_string(),
         })?;
-    match stored {
-        None => Ok(()),
-        Some(bytes) if bytes == FORMAT_VERSION.to_be_bytes() => Ok(()),
-        Some(bytes) => Err(OpenError::Format {
+    let Some(bytes) = stored else {
+        return Ok(None);
+    };
+    match <[u8; 4]>::try_from(bytes.as_slice()).map(u32::from_be_bytes) {
+        Ok(version @ (FORMAT_VERSION | keys::FORMAT_VERSION_ASCENDING)) => Ok(Some(version)),
+        Ok(version) => Err(OpenError::Format {
             path: path.to_owned(),
-            found: <[u8; 4]>::try_from(bytes.as_slice()).map_or_else(
-                |_| format!("{bytes:?}"),
-                |b| u32::from_be_bytes(b).to_string(),
-            ),
+            found: version.to_string(),
+        }),
+        Err(_) => Err(OpenError::Format {
+            path: path.to_owned(),
+            found: format!("{bytes:?}"),
         }),
     }
+}
+
+/// How many keys one upgrade batch rewrites: a few megabytes per write.
+const UPGRADE_BATCH_KEYS: usize = 10_000;
+
+/// Rewrites every `messages` key of format version 1 into the current layout, then records the
+/// current version. Returns how many messages it rewrote.
+///
+/// Each batch deletes old keys and puts their new ones in one atomic write, so a crash leaves
+/// every message under exactly one key, old or new; the next open carries on from there, since
+/// the two layouts use different separators. The version is recorded last, with a WAL sync that
+/// also makes every batch before it durable. Values do not change.
+fn upgrade_from_ascending(db: &DB) -> Result<u64, String> {
+    let messages = db
+        .cf_handle(CF_MESSAGES)
+        .expect("messages column family is opened");
+    let meta = db.cf_handle(CF_META).expect("meta column family is opened");
+    let rocks = |e: rocksdb::Error| e.into_string();
+    let mut rewritten = 0;
+    let mut batch = WriteBatch::default();
+    // The iterator reads a snapshot: the new keys written meanwhile are not met again.
+    let mut entries = db.raw_iterator_cf(messages);
+    entries.seek_to_first();
+    while let (Some(key), Some(value)) = (entries.key(), entries.value()) {
+        if let Some((conversation, id)) = keys::decode_v1_message_key(key) {
+            let conversation = std::str::from_utf8(conversation)
+                .map_err(|_| format!("message {id} has a conversation id that is not UTF-8"))?;
+            batch.delete_cf(messages, key);
+            batch.put_cf(messages, keys::message_key(conversation, id), value);
+            rewritten += 1;
+            if batch.len() >= 2 * UPGRADE_BATCH_KEYS {
+                db.write(std::mem::take(&mut batch)).map_err(rocks)?;
+            }
+        }
+        entries.next();
+    }
+    entries.status().map_err(rocks)?;
+    batch.put_cf(meta, META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes());
+    let mut synced = WriteOptions::default();
+    synced.set_sync(true);
+    db.write_opt(batch, &synced).map_err(rocks)?;
+    Ok(rewritten)
 }
 
 /// The highest id in `message_index`, or [`MessageId::MIN`] for an empty store.
@@ -322,7 +386,7 @@ impl Store for RocksStore {
         idempotency: &[(usize, IdempotencyKey)],
     ) -> Result<Vec<Inserted>, StoreError> {
         self.ensure_open()?;
-        // A prepared message's names are valid, so a conversation id never holds the 0x00 byte
+        // A prepared message's names are valid, so a conversation id never holds the 0x01 byte
         // that ends it in a key.
         let messages_cf = self.cf(CF_MESSAGES);
         let index_cf = self.cf(CF_MESSAGE_INDEX);
@@ -430,17 +494,10 @@ impl Store for RocksStore {
         validate_name("conversation_id", conversation)?;
         // Exclusive bounds become the iterator's [lower, upper) key range, which never leaves
         // this conversation's keys (see `keys`).
-        let (mut lower, mut upper) = keys::conversation_range(conversation);
-        if let Some(since) = query.since {
-            match since.as_u64().checked_add(1) {
-                Some(next) => lower = keys::message_key(conversation, MessageId::from_u64(next)),
-                None => return Ok(Page::default()),
-            }
-        }
-        if let Some(before) = query.before {
-            upper = keys::message_key(conversation, before);
-        }
-        if query.limit == 0 || lower >= upper {
+        let Some((lower, upper)) = keys::id_range(conversation, query.since, query.before) else {
+            return Ok(Page::default());
+        };
+        if query.limit == 0 {
             return Ok(Page::default());
         }
         let mut options = ReadOptions::default();
@@ -449,9 +506,10 @@ impl Store for RocksStore {
         // The raw iterator lends each key and value in place; the plain iterator would copy
         // both into fresh boxes before the JSON is copied out once more.
         let mut entries = self.db.raw_iterator_cf_opt(self.cf(CF_MESSAGES), options);
+        // Keys run newest first (see `keys`): the common newest-first page reads forward.
         match query.order {
-            Order::Asc => entries.seek_to_first(),
-            Order::Desc => entries.seek_to_last(),
+            Order::Desc => entries.seek_to_first(),
+            Order::Asc => entries.seek_to_last(),
         }
         let mut messages = Vec::with_capacity(query.limit.min(1024));
         let mut has_more = false;
@@ -471,8 +529,8 @@ impl Store for RocksStore {
                 json: json.to_vec(),
             });
             match query.order {
-                Order::Asc => entries.next(),
-                Order::Desc => entries.prev(),
+                Order::Desc => entries.next(),
+                Order::Asc => entries.prev(),
             }
         }
         // An iterator that stops early on a read error is invalid, not at its end.

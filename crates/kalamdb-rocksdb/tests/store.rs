@@ -195,7 +195,113 @@ fn messages_lie_under_their_conversation_key() {
             id
         })
         .collect();
-    assert_eq!(found, vec![ids[0], ids[3]]);
+    // Newest first.
+    assert_eq!(found, vec![ids[3], ids[0]]);
+}
+
+/// Rewrites the store at `path` the way format version 1 laid it out: every `messages` key
+/// (or every other one, for a rewrite a crash cut short) as `conversation ‖ 0x00 ‖ id`.
+fn downgrade_to_format_1(path: &std::path::Path, every: usize) {
+    let db =
+        rocksdb::DB::open_cf(&rocksdb::Options::default(), path, keys::COLUMN_FAMILIES).unwrap();
+    let messages = db.cf_handle(keys::CF_MESSAGES).unwrap();
+    let mut batch = rocksdb::WriteBatch::default();
+    for (n, entry) in db
+        .iterator_cf(messages, rocksdb::IteratorMode::Start)
+        .enumerate()
+    {
+        let (key, value) = entry.unwrap();
+        if n % every != 0 {
+            continue;
+        }
+        let (conversation, id) = keys::decode_message_key(&key).unwrap();
+        let mut old = conversation.to_vec();
+        old.push(0x00);
+        old.extend_from_slice(&id.as_u64().to_be_bytes());
+        batch.delete_cf(messages, &key);
+        batch.put_cf(messages, old, value);
+    }
+    let meta = db.cf_handle(CF_META).unwrap();
+    batch.put_cf(meta, META_FORMAT_VERSION, 1u32.to_be_bytes());
+    db.write(batch).unwrap();
+}
+
+fn format_version(path: &std::path::Path) -> u32 {
+    let db = rocksdb::DB::open_cf_for_read_only(
+        &rocksdb::Options::default(),
+        path,
+        keys::COLUMN_FAMILIES,
+        false,
+    )
+    .unwrap();
+    let meta = db.cf_handle(CF_META).unwrap();
+    let bytes = db.get_cf(meta, META_FORMAT_VERSION).unwrap().unwrap();
+    u32::from_be_bytes(bytes.try_into().unwrap())
+}
+
+/// Every message of a format-1 store is found after the upgrade on open, in both orders and by
+/// id, also when an earlier upgrade stopped halfway.
+#[test]
+fn a_format_1_store_is_upgraded_on_open_without_losing_a_message() {
+    for every in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let inserted: Vec<_> = {
+            let store = open(dir.path());
+            let mut all = Vec::new();
+            for round in 0..3 {
+                for conversation in ["a", "ab", "b"] {
+                    let batch = (0..40)
+                        .map(|i| new_message(conversation, &format!("{round}-{i}")))
+                        .collect();
+                    all.extend(store.insert(batch).unwrap());
+                }
+            }
+            store.close().unwrap();
+            all
+        };
+        downgrade_to_format_1(&path, every);
+        assert_eq!(format_version(&path), 1);
+
+        let store = open(dir.path());
+        for conversation in ["a", "ab", "b"] {
+            let mut expected: Vec<_> = inserted
+                .iter()
+                .filter(|m| m.conversation_id == conversation)
+                .map(|m| m.msg_id)
+                .collect();
+            let page = |order| {
+                let query = kalamdb_core::Query {
+                    conversation_id: conversation.into(),
+                    since: None,
+                    before: None,
+                    limit: 1000,
+                    order,
+                };
+                let page = store.query(&query).unwrap();
+                assert!(!page.has_more);
+                page.messages.iter().map(|m| m.msg_id).collect::<Vec<_>>()
+            };
+            assert_eq!(page(kalamdb_core::Order::Asc), expected);
+            expected.reverse();
+            assert_eq!(page(kalamdb_core::Order::Desc), expected);
+        }
+        for entry in &inserted {
+            let message = store
+                .get(entry.msg_id)
+                .unwrap()
+                .expect("kept")
+                .decode()
+                .unwrap();
+            assert_eq!(message.conversation_id, entry.conversation_id);
+        }
+        // New ids still follow the old ones.
+        let next = store.insert(vec![new_message("a", "after")]).unwrap();
+        assert!(next[0].msg_id > inserted.last().unwrap().msg_id);
+        store.close().unwrap();
+        drop(store);
+        assert_eq!(format_version(&path), keys::FORMAT_VERSION);
+    }
 }
 
 #[test]
