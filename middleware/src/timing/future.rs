@@ -1,6 +1,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::{REQUESTS_IN_FLIGHT, REQUESTS_TOTAL, REQUEST_DURATION_SECONDS};
+use super::handles::Handles;
 
 pin_project! {
     /// The response future of [`super::Timing`].
@@ -20,34 +21,39 @@ pin_project! {
         method: &'static str,
         route: &'static str,
         start: Instant,
-        _in_flight: InFlight,
+        in_flight: InFlight,
     }
 }
 
 /// Counts a request in flight from its start until its future completes or is dropped.
-struct InFlight;
+struct InFlight(Arc<Handles>);
 
 impl InFlight {
-    fn enter() -> Self {
-        metrics::gauge!(REQUESTS_IN_FLIGHT).increment(1.0);
-        InFlight
+    fn enter(handles: Arc<Handles>) -> Self {
+        handles.in_flight().increment(1.0);
+        InFlight(handles)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
+        self.0.in_flight().decrement(1.0);
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, method: &'static str, route: &'static str) -> Self {
+    pub(super) fn new(
+        inner: F,
+        method: &'static str,
+        route: &'static str,
+        handles: Arc<Handles>,
+    ) -> Self {
         Self {
             inner,
             method,
             route,
             start: Instant::now(),
-            _in_flight: InFlight::enter(),
+            in_flight: InFlight::enter(handles),
         }
     }
 }
@@ -63,15 +69,10 @@ where
         let result = std::task::ready!(this.inner.poll(cx));
         let elapsed = this.start.elapsed();
         // An error reaches this layer only when it is placed inside the rescue layer.
-        let status = match &result {
-            Ok(response) => status_label(response.status()),
-            Err(_) => Cow::Borrowed("error"),
-        };
-        let (method, route) = (*this.method, *this.route);
-        metrics::counter!(REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status)
-            .increment(1);
-        metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route)
-            .record(elapsed.as_secs_f64());
+        let status = result.as_ref().ok().map(Response::status);
+        this.in_flight
+            .0
+            .record((*this.route, *this.method, status), elapsed);
         Poll::Ready(result.map(|mut response| {
             response
                 .headers_mut()

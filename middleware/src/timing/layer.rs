@@ -22,6 +22,7 @@ impl<S> Layer<S> for TimingLayer {
         Timing {
             inner,
             route_of: self.route_of,
+            handles: Default::default(),
         }
     }
 }

@@ -12,7 +12,9 @@
 //! The route label comes from a function the server passes in (the router's route templates,
 //! `unmatched` for anything else) and the method label is a standard method or `other`, so a
 //! client cannot grow the number of series. Until a recorder is installed the figures go nowhere
-//! and cost next to nothing. Place it outside the rescue layer so that every answer, refusals
+//! and cost next to nothing. A layer looks each series' handle up once and keeps it, so it
+//! records into the recorder that was in effect when that series first occurred: install the
+//! recorder before serving. Place it outside the rescue layer so that every answer, refusals
 //! included, carries the header and is counted with the status the client got; an error that
 //! does reach it passes on untouched, counted as status `error`.
 //!
@@ -32,6 +34,7 @@
 //! ```
 
 mod future;
+mod handles;
 mod layer;
 mod service;
 

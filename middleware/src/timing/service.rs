@@ -1,8 +1,10 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::handles::Handles;
 use super::{method_label, ResponseFuture, RouteOf};
 
 /// Times each request; see the module docs.
@@ -10,6 +12,8 @@ use super::{method_label, ResponseFuture, RouteOf};
 pub struct Timing<S> {
     pub(super) inner: S,
     pub(super) route_of: RouteOf,
+    /// Shared by every clone: the server clones the stack for each connection.
+    pub(super) handles: Arc<Handles>,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Timing<S>
@@ -27,6 +31,11 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let method = method_label(request.method());
         let route = (self.route_of)(request.uri().path());
-        ResponseFuture::new(self.inner.call(request), method, route)
+        ResponseFuture::new(
+            self.inner.call(request),
+            method,
+            route,
+            Arc::clone(&self.handles),
+        )
     }
 }

@@ -12,6 +12,19 @@ use crate::rescue::RescueLayer;
 /// As the server stacks it, outside rescue: `/fail` is an unavailable store, anything else a
 /// 200 after 25 ms.
 async fn call(path: &str) -> Response<ResponseBody> {
+    stack().oneshot(request(path)).await.unwrap()
+}
+
+fn request(path: &str) -> Request<()> {
+    Request::post(path).body(()).unwrap()
+}
+
+fn stack() -> impl tower::Service<
+    Request<()>,
+    Response = Response<ResponseBody>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
     ServiceBuilder::new()
         .option_layer(Config::default().layer(|path| if path == "/fail" { "/fail" } else { "/" }))
         .layer(RescueLayer::new())
@@ -22,9 +35,6 @@ async fn call(path: &str) -> Response<ResponseBody> {
             tokio::time::sleep(Duration::from_millis(25)).await;
             Ok(Response::new(full("ok")))
         })
-        .oneshot(Request::post(path).body(()).unwrap())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -53,6 +63,61 @@ fn answered_and_failed_requests_are_counted_with_their_status() {
         })
     });
 
+    let (counts, durations) = recorded(&snapshotter);
+    assert_eq!(
+        counts,
+        [
+            ("route=/,method=POST,status=200".to_owned(), 2),
+            ("route=/fail,method=POST,status=503".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        durations,
+        [("route=/".to_owned(), 2), ("route=/fail".to_owned(), 1)]
+    );
+}
+
+/// The handles a layer keeps after a series' first request go on counting into the same series,
+/// from every clone (the server clones the stack for each connection).
+#[test]
+fn every_clone_of_a_layer_counts_into_the_same_series() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let service = stack();
+            for path in ["/", "/fail", "/", "/", "/fail"] {
+                service.clone().oneshot(request(path)).await.unwrap();
+            }
+        })
+    });
+    let (counts, durations) = recorded(&snapshotter);
+    assert_eq!(
+        counts,
+        [
+            ("route=/,method=POST,status=200".to_owned(), 3),
+            ("route=/fail,method=POST,status=503".to_owned(), 2)
+        ]
+    );
+    assert_eq!(
+        durations,
+        [("route=/".to_owned(), 3), ("route=/fail".to_owned(), 2)]
+    );
+}
+
+/// Request counts, and numbers of durations recorded, by their labels.
+type ByLabels<T> = Vec<(String, T)>;
+
+/// The request counts and the number of durations, by their labels, sorted; checks that the
+/// in-flight gauge is back at zero.
+fn recorded(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> (ByLabels<u64>, ByLabels<usize>) {
     let mut counts = Vec::new();
     let mut durations = Vec::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
@@ -77,17 +142,7 @@ fn answered_and_failed_requests_are_counted_with_their_status() {
     }
     counts.sort();
     durations.sort();
-    assert_eq!(
-        counts,
-        [
-            ("route=/,method=POST,status=200".to_owned(), 2),
-            ("route=/fail,method=POST,status=503".to_owned(), 1)
-        ]
-    );
-    assert_eq!(
-        durations,
-        [("route=/".to_owned(), 2), ("route=/fail".to_owned(), 1)]
-    );
+    (counts, durations)
 }
 
 #[test]
