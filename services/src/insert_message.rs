@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use kalamdb_core::{IdempotencyKey, Limits, NewMessage, StoreHandle};
-use kalamdb_http::{json_response, read_json, ApiError, BoxError, ResponseBody};
+use kalamdb_http::{json_bytes_response, read_json, ApiError, BoxError, ResponseBody};
 use sha2::{Digest, Sha256};
 use tower_service::Service;
 
@@ -51,7 +51,9 @@ impl InsertMessage {
             None => self.store.insert(message).await?,
         };
         metrics::counter!(crate::metrics::MESSAGES_INSERTED_TOTAL).increment(1);
-        Ok(json_response(StatusCode::OK, &inserted))
+        let mut json = Vec::with_capacity(inserted.approximate_json_len());
+        inserted.write_json(&mut json);
+        Ok(json_bytes_response(StatusCode::OK, json))
     }
 }
 

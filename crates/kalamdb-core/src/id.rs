@@ -120,7 +120,8 @@ impl FromStr for MessageId {
 
 impl Serialize for MessageId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
+        // Through `collect_str`, each digit went through the serializer's escaping writer.
+        serializer.serialize_str(itoa::Buffer::new().format(self.0))
     }
 }
 
