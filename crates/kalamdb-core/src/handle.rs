@@ -63,9 +63,16 @@ enum Job {
 /// thread still owned an open RocksDB, and RocksDB aborts when its globals are torn down under it.
 #[derive(Clone)]
 pub struct StoreHandle {
-    writer: Arc<Writer>,
+    // One allocation behind one pointer: every request clones its endpoint, handle included.
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a [`StoreHandle`] shares. Fields drop in order: the writer finishes and
+/// is joined before the readers are.
+struct Shared {
+    writer: Writer,
     hub: Arc<Hub>,
-    readers: Arc<Readers>,
+    readers: Readers,
 }
 
 /// The writer thread and the only sender to it.
@@ -131,9 +138,11 @@ impl StoreHandle {
         };
         let readers = Readers::start(&store, read_limit);
         Self {
-            writer: Arc::new(writer),
-            hub,
-            readers: Arc::new(readers),
+            shared: Arc::new(Shared {
+                writer,
+                hub,
+                readers,
+            }),
         }
     }
 
@@ -183,7 +192,8 @@ impl StoreHandle {
             .map(PreparedMessage::new)
             .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
-        self.writer
+        self.shared
+            .writer
             .send(Job::Insert {
                 messages,
                 key,
@@ -220,7 +230,8 @@ impl StoreHandle {
     /// Fails with [`StoreError::Closed`] once [`StoreHandle::end_streams`] or
     /// [`StoreHandle::close`] was called.
     pub fn subscribe(&self, conversation_id: &str) -> Result<Subscription, StoreError> {
-        self.hub
+        self.shared
+            .hub
             .subscribe(conversation_id)
             .ok_or(StoreError::Closed)
     }
@@ -229,7 +240,7 @@ impl StoreHandle {
     /// ones. Inserts and reads go on: a server shutting down calls this first so open streams
     /// finish while in-flight requests drain.
     pub fn end_streams(&self) {
-        self.hub.end();
+        self.shared.hub.end();
     }
 
     /// Stops the writer once every insert queued so far is written, then flushes and closes the
@@ -237,7 +248,7 @@ impl StoreHandle {
     pub async fn close(&self) -> Result<(), StoreError> {
         self.end_streams();
         let (done, stopped) = oneshot::channel();
-        if self.writer.send(Job::Stop(done)).await.is_ok() {
+        if self.shared.writer.send(Job::Stop(done)).await.is_ok() {
             // An error here means the writer already exited; either way it has stopped.
             let _ = stopped.await;
         }
@@ -251,7 +262,7 @@ impl StoreHandle {
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.readers.send(Box::new(move |store| {
+        self.shared.readers.send(Box::new(move |store| {
             // A caller that gave up (its connection closed) no longer needs the read.
             if !reply.is_closed() {
                 let _ = reply.send(f(store));
