@@ -391,7 +391,12 @@ impl Store for RocksStore {
         let messages_cf = self.cf(CF_MESSAGES);
         let index_cf = self.cf(CF_MESSAGE_INDEX);
         let mut inserted = Vec::with_capacity(messages.len());
-        let mut batch = WriteBatch::default();
+        // Sized up front: growing it copied the whole batch each time it doubled.
+        let size: usize = messages
+            .iter()
+            .map(|m| 2 * m.conversation_id().len() + m.approximate_json_len() + 48)
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(size + 64);
 
         // A panic while holding the lock cannot leave the generator inconsistent (it is atomic),
         // so a poisoned lock is still safe to use.
