@@ -46,41 +46,33 @@ async fn the_response_says_how_long_it_took() {
 
 #[test]
 fn answered_and_failed_requests_are_counted_with_their_status() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        runtime.block_on(async {
-            call("/").await;
-            call("/").await;
-            let failed = call("/fail").await;
-            assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
-            assert!(failed.headers().contains_key("server-timing"));
-        })
+    let recorded = recorded_during(|| async {
+        call("/").await;
+        call("/").await;
+        let failed = call("/fail").await;
+        assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(failed.headers().contains_key("server-timing"));
     });
-
-    let (counts, durations) = recorded(&snapshotter);
-    assert_eq!(
-        counts,
-        [
-            ("route=/,method=POST,status=200".to_owned(), 2),
-            ("route=/fail,method=POST,status=503".to_owned(), 1)
-        ]
-    );
-    assert_eq!(
-        durations,
-        [("route=/".to_owned(), 2), ("route=/fail".to_owned(), 1)]
-    );
+    assert_eq!(recorded, counted(2, 1));
 }
 
 /// The handles a layer keeps after a series' first request go on counting into the same series,
 /// from every clone (the server clones the stack for each connection).
 #[test]
 fn every_clone_of_a_layer_counts_into_the_same_series() {
+    let recorded = recorded_during(|| async {
+        let service = stack();
+        for path in ["/", "/fail", "/", "/", "/fail"] {
+            service.clone().oneshot(request(path)).await.unwrap();
+        }
+    });
+    assert_eq!(recorded, counted(3, 2));
+}
+
+/// What `work` recorded, run on a paused clock with a recorder of its own (see [`recorded`]).
+fn recorded_during<F: std::future::Future<Output = ()>>(
+    work: impl FnOnce() -> F,
+) -> (ByLabels<u64>, ByLabels<usize>) {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -88,26 +80,22 @@ fn every_clone_of_a_layer_counts_into_the_same_series() {
         .start_paused(true)
         .build()
         .unwrap();
-    metrics::with_local_recorder(&recorder, || {
-        runtime.block_on(async {
-            let service = stack();
-            for path in ["/", "/fail", "/", "/", "/fail"] {
-                service.clone().oneshot(request(path)).await.unwrap();
-            }
-        })
-    });
-    let (counts, durations) = recorded(&snapshotter);
-    assert_eq!(
-        counts,
-        [
-            ("route=/,method=POST,status=200".to_owned(), 3),
-            ("route=/fail,method=POST,status=503".to_owned(), 2)
-        ]
-    );
-    assert_eq!(
-        durations,
-        [("route=/".to_owned(), 3), ("route=/fail".to_owned(), 2)]
-    );
+    metrics::with_local_recorder(&recorder, || runtime.block_on(work()));
+    recorded(&snapshotter)
+}
+
+/// The counts and durations of `ok` answers on `/` and `failed` ones on `/fail`.
+fn counted(ok: u64, failed: u64) -> (ByLabels<u64>, ByLabels<usize>) {
+    (
+        vec![
+            ("route=/,method=POST,status=200".to_owned(), ok),
+            ("route=/fail,method=POST,status=503".to_owned(), failed),
+        ],
+        vec![
+            ("route=/".to_owned(), ok as usize),
+            ("route=/fail".to_owned(), failed as usize),
+        ],
+    )
 }
 
 /// Request counts, and numbers of durations recorded, by their labels.
