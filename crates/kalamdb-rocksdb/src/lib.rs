@@ -287,7 +287,7 @@ fn cf_options(name: &str, compression: Compression, cache: &Cache) -> Options {
     options
 }
 
-/// The format version recorded in `dir`, `None` for a new store. Refuses one this build cannot
+/// The format version the store records, `None` for a new store. Refuses one this build cannot
 /// read or upgrade.
 fn check_format(db: &DB, path: &Path) -> Result<Option<u32>, OpenError> {
     let meta = db.cf_handle(CF_META).expect("meta column family is opened");
