@@ -52,7 +52,9 @@ struct Cli {
     /// `standard` (every target's scenario) or `quick` (insert and query only).
     #[arg(long, default_value = "standard")]
     suite: String,
-    /// Run only the scenarios whose name contains this text (`batches`, `query`, ...).
+    /// Run only the scenario with this name, or else the scenarios whose name contains this text
+    /// (`batches`, `query`, ...): `durable insert, 64 connections` is that one scenario, not the
+    /// non-durable one too.
     #[arg(long)]
     only: Option<String>,
     /// Also run the growth mode: preload each of these sizes (comma-separated) and measure.
@@ -232,15 +234,27 @@ fn target(cli: &Cli, started: Option<&ServerProcess>) -> SocketAddr {
     )
 }
 
+/// The scenario named `only` exactly, or else those whose name contains it.
+fn selected(scenarios: Vec<Scenario>, only: &str) -> Vec<Scenario> {
+    let exact = scenarios.iter().any(|s| s.name == only);
+    scenarios
+        .into_iter()
+        .filter(|s| {
+            if exact {
+                s.name == only
+            } else {
+                s.name.contains(only)
+            }
+        })
+        .collect()
+}
+
 async fn run_suite(cli: &Cli) -> Result<Report, String> {
     let duration = Duration::from_secs(cli.duration_secs);
     let noop = servers::start_noop()?;
     let mut results = Vec::new();
     let only = cli.only.as_deref().unwrap_or("");
-    for scenario in suite(&cli.suite)?
-        .into_iter()
-        .filter(|s| s.name.contains(only))
-    {
+    for scenario in selected(suite(&cli.suite)?, only) {
         let server = start_server(cli, scenario.sync_writes, scenario.preload)?;
         let addr = target(cli, server.as_ref());
         let (mut real_runs, mut noop_runs) = (Vec::new(), Vec::new());
@@ -385,5 +399,30 @@ fn main() -> std::process::ExitCode {
             eprintln!("kalamdb-bench: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(only: &str) -> Vec<&'static str> {
+        let scenarios = suite("standard").expect("the standard suite");
+        selected(scenarios, only).iter().map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn an_exact_name_selects_that_scenario_alone() {
+        let durable = suite("standard").unwrap()[0].name;
+        assert!(durable.starts_with("durable insert, 64"), "{durable}");
+        assert_eq!(names(durable), [durable]);
+    }
+
+    #[test]
+    fn other_text_selects_every_scenario_containing_it() {
+        let inserts = names("insert");
+        assert!(inserts.len() >= 3, "{inserts:?}");
+        assert!(inserts.iter().all(|name| name.contains("insert")));
+        assert_eq!(names("").len(), suite("standard").unwrap().len());
     }
 }
