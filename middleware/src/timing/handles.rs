@@ -26,6 +26,7 @@ pub(super) struct Handles {
 }
 
 impl Handles {
+    /// The requests-in-flight gauge, looked up on its first use.
     pub(super) fn in_flight(&self) -> &Gauge {
         self.in_flight
             .get_or_init(|| metrics::gauge!(REQUESTS_IN_FLIGHT))
