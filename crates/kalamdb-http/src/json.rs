@@ -74,16 +74,13 @@ where
 /// Parses `bytes` as one JSON object of type `T`, with the error mapping of [`read_json`].
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Tracking the path costs on every field, and only a failure needs it: parse without it
-    // first, and parse again with it to word the error. Both see the same bytes, so they fail
-    // alike.
-    // Valid UTF-8 as a whole, as nearly every body is, the text is checked once in bulk instead
-    // of string by string as the slice reader does.
-    let fast = match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(bytes),
-    };
-    if let Ok(ObjectOnly(value)) = fast {
-        return Ok(value);
+    // first, and parse again with it to word the error. The first parse takes the body as text,
+    // checked as UTF-8 once in bulk rather than string by string as the slice reader does; a
+    // body that is not UTF-8 is malformed JSON either way, so it goes straight to the wording.
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if let Ok(ObjectOnly(value)) = serde_json::from_str(text) {
+            return Ok(value);
+        }
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let ObjectOnly(value) = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
