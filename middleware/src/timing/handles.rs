@@ -48,7 +48,7 @@ impl Handles {
             return record(found);
         }
         let (route, method, status) = labels;
-        let status = status.map_or("error".into(), status_label);
+        let status = status.map_or_else(|| "error".to_owned(), status_label);
         let created = (
             metrics::counter!(REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status),
             metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route),
