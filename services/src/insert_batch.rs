@@ -73,7 +73,7 @@ impl InsertBatch {
         }
         let inserted = self.store.insert_batch(batch.messages).await?;
         metrics::counter!(crate::metrics::MESSAGES_INSERTED_TOTAL).increment(count as u64);
-        // `{"messages":[...]}`, as `BatchResponse` would serialize, written directly.
+        // `{"messages":[...]}`, each answer written by hand as `Inserted::write_json` does.
         let size = inserted
             .iter()
             .map(|i| i.approximate_json_len() + 1)

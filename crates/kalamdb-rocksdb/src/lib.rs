@@ -434,8 +434,8 @@ impl Store for RocksStore {
                     inserted.len()
                 ))
             })?;
-            let json =
-                serde_json::to_vec(answer).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let mut json = Vec::with_capacity(answer.approximate_json_len());
+            answer.write_json(&mut json);
             batch.put_cf(
                 keys_cf,
                 key.key.as_bytes(),
