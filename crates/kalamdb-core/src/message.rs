@@ -107,7 +107,8 @@ impl NewMessage {
 
 /// Checks a `conversation_id` or `from`: 1-255 bytes, no control characters.
 ///
-/// Storage relies on this: a conversation id never holds the 0x01 byte that ends it in a key.
+/// Storage relies on this: a conversation id never holds a control byte, such as the 0x02 that
+/// ends it in a key.
 pub fn validate_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::invalid(field, "must not be empty"));

@@ -2,15 +2,15 @@
 //!
 //! | column family | key | value |
 //! | --- | --- | --- |
-//! | `messages` | `conversation_id` bytes ‖ `0x01` ‖ NOT msg_id (u64 big-endian) | [`VALUE_VERSION`] ‖ the message's canonical JSON |
+//! | `messages` | [`bucket`] (2 bytes) ‖ `conversation_id` bytes ‖ `0x02` ‖ NOT msg_id (u64 big-endian) | [`VALUE_VERSION`] ‖ the message's canonical JSON |
 //! | `message_index` | msg_id (u64 big-endian) | [`VALUE_VERSION`] ‖ `conversation_id` bytes |
 //! | `idempotency` | the idempotency key | see [`encode_idempotency`] |
 //! | `meta` | a name such as `format_version` | format-specific |
 //!
 //! A conversation id never contains a control character (they are refused at validation), so
-//! the `0x01` ends it unambiguously: all of one conversation's keys are contiguous and lie in the
-//! half-open range `conversation_id ‖ 0x01 .. conversation_id ‖ 0x02`. No other conversation's
-//! key falls in that range, even one whose id extends this one (`a` and `ab`).
+//! the `0x02` ends it unambiguously: all of one conversation's keys are contiguous and lie in the
+//! half-open range `bucket ‖ conversation_id ‖ 0x02 .. bucket ‖ conversation_id ‖ 0x03`. No other
+//! conversation's key falls in that range, even one whose id extends this one (`a` and `ab`).
 //!
 //! Within a conversation, keys run from the newest message to the oldest: the id is stored
 //! bit-inverted. "The latest page", what a chat client asks for first and most, is then a forward
@@ -18,9 +18,16 @@
 //! search from the top: a page of 50 from the memtable takes about 290k instructions backwards
 //! against 85k forwards (`docs/BENCHMARKS.md`).
 //!
-//! Format version 1 stored the id as is, after a `0x00`. [`decode_v1_message_key`] reads those
-//! keys so that opening an old store can rewrite them; the separators differ so a rewrite cut
-//! short by a crash is told apart from a finished one key by key.
+//! The two leading bytes, the conversation's [`bucket`], exist for RocksDB's memtable insert
+//! hint, which needs a fixed-length prefix ([`MEMTABLE_HINT_PREFIX_LEN`]). With it, a message is
+//! inserted from where its bucket's previous message went instead of by a search from the top of
+//! a skip list that conversations interleave in. Conversations are ordered by bucket first, which
+//! nothing reads in order.
+//!
+//! Older formats are read only to rewrite them when an old store is opened: format version 1
+//! stored the id as is, after a `0x00`, and format version 2 had no bucket and a `0x01`
+//! ([`decode_old_message_key`]). The separators differ so a rewrite cut short by a crash is told
+//! apart from a finished one key by key.
 //!
 //! Every value starts with a version byte so the encoding can change without breaking old data.
 
@@ -40,9 +47,10 @@ pub const COLUMN_FAMILIES: [&str; 4] = [CF_MESSAGES, CF_MESSAGE_INDEX, CF_IDEMPO
 /// The version byte that starts every value this build writes.
 pub const VALUE_VERSION: u8 = 1;
 /// The on-disk format this build reads and writes, recorded in `meta`.
-pub const FORMAT_VERSION: u32 = 2;
-/// The one older format this build upgrades on open: `messages` keys in ascending id order.
-pub const FORMAT_VERSION_ASCENDING: u32 = 1;
+pub const FORMAT_VERSION: u32 = 3;
+/// The older formats this build upgrades on open: `messages` keys in ascending id order (1), and
+/// newest first without a bucket (2).
+pub const OLD_FORMAT_VERSIONS: [u32; 2] = [1, 2];
 /// `meta` key of the format version (u32 big-endian).
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
 /// `meta` key of the node id that last opened the store (u16 big-endian).
@@ -50,12 +58,34 @@ pub const META_NODE_ID: &[u8] = b"node_id";
 /// `meta` key the health probe writes.
 pub const META_HEALTH_PROBE: &[u8] = b"health_probe";
 
-const SEPARATOR: u8 = 0x01;
+const SEPARATOR: u8 = 0x02;
+const SEPARATOR_V2: u8 = 0x01;
 const SEPARATOR_V1: u8 = 0x00;
+
+/// How many buckets conversations are spread over. RocksDB keeps one insert hint, a few hundred
+/// bytes of memtable, per bucket it has seen, so this bounds them to about 1 MiB a memtable,
+/// while 64 busy conversations still rarely share a bucket.
+const BUCKETS: u64 = 4096;
+
+/// The length of the key prefix RocksDB's memtable insert hint is keyed by: the bucket.
+pub const MEMTABLE_HINT_PREFIX_LEN: usize = 2;
+
+/// The bucket of a conversation: FNV-1a (64-bit) of its id bytes, modulo 4096, as 2 bytes
+/// big-endian. Part of the key format, so it must never change.
+pub fn bucket(conversation_id: &[u8]) -> [u8; MEMTABLE_HINT_PREFIX_LEN] {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = conversation_id
+        .iter()
+        .fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME));
+    let bucket = u16::try_from(hash % BUCKETS).expect("below 4096");
+    bucket.to_be_bytes()
+}
 
 /// The `messages` key of message `id` in `conversation_id`. A larger id gives a smaller key.
 pub fn message_key(conversation_id: &str, id: MessageId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(conversation_id.len() + 9);
+    let mut key = Vec::with_capacity(MEMTABLE_HINT_PREFIX_LEN + conversation_id.len() + 9);
+    key.extend_from_slice(&bucket(conversation_id.as_bytes()));
     key.extend_from_slice(conversation_id.as_bytes());
     key.push(SEPARATOR);
     key.extend_from_slice(&(!id.as_u64()).to_be_bytes());
@@ -64,13 +94,18 @@ pub fn message_key(conversation_id: &str, id: MessageId) -> Vec<u8> {
 
 /// Splits a `messages` key into its conversation id bytes and message id.
 pub fn decode_message_key(key: &[u8]) -> Option<(&[u8], MessageId)> {
-    let (conversation, id) = split_message_key(key, SEPARATOR)?;
-    Some((conversation, MessageId::from_u64(!id)))
+    let (prefix, rest) = key.split_at_checked(MEMTABLE_HINT_PREFIX_LEN)?;
+    let (conversation, id) = split_message_key(rest, SEPARATOR)?;
+    (prefix == bucket(conversation)).then_some((conversation, MessageId::from_u64(!id)))
 }
 
-/// Splits a `messages` key of format version 1 (`conversation_id ‖ 0x00 ‖ msg_id`), or `None`
-/// when `key` is not one.
-pub fn decode_v1_message_key(key: &[u8]) -> Option<(&[u8], MessageId)> {
+/// Splits a `messages` key of an older format: version 2 (`conversation_id ‖ 0x01 ‖ NOT msg_id`)
+/// or version 1 (`conversation_id ‖ 0x00 ‖ msg_id`). `None` when `key` is neither, as every
+/// current key is.
+pub fn decode_old_message_key(key: &[u8]) -> Option<(&[u8], MessageId)> {
+    if let Some((conversation, id)) = split_message_key(key, SEPARATOR_V2) {
+        return Some((conversation, MessageId::from_u64(!id)));
+    }
     let (conversation, id) = split_message_key(key, SEPARATOR_V1)?;
     Some((conversation, MessageId::from_u64(id)))
 }
@@ -80,7 +115,7 @@ pub fn decode_v1_message_key(key: &[u8]) -> Option<(&[u8], MessageId)> {
 fn split_message_key(key: &[u8], separator: u8) -> Option<(&[u8], u64)> {
     let split = key.len().checked_sub(9)?;
     let (conversation, rest) = key.split_at(split);
-    // Neither separator can appear in a conversation id.
+    // No separator of any format can appear in a conversation id.
     if rest[0] != separator || conversation.iter().any(|&b| b <= SEPARATOR) {
         return None;
     }
@@ -89,7 +124,8 @@ fn split_message_key(key: &[u8], separator: u8) -> Option<(&[u8], u64)> {
 
 /// The half-open key range holding exactly the messages of `conversation_id`.
 pub fn conversation_range(conversation_id: &str) -> (Vec<u8>, Vec<u8>) {
-    let mut lower = Vec::with_capacity(conversation_id.len() + 1);
+    let mut lower = Vec::with_capacity(MEMTABLE_HINT_PREFIX_LEN + conversation_id.len() + 1);
+    lower.extend_from_slice(&bucket(conversation_id.as_bytes()));
     lower.extend_from_slice(conversation_id.as_bytes());
     lower.push(SEPARATOR);
     let mut upper = lower.clone();
@@ -209,16 +245,17 @@ mod tests {
     }
 
     proptest! {
-        /// Key order is conversation bytes, then newest first, for every pair of keys.
+        /// Key order is bucket, conversation bytes, then newest first, for every pair of keys.
         #[test]
-        fn key_order_is_conversation_then_newest_first(
+        fn key_order_is_bucket_conversation_then_newest_first(
             a in (conversation_id(), id()),
             b in (conversation_id(), id()),
         ) {
             let ka = message_key(&a.0, a.1);
             let kb = message_key(&b.0, b.1);
-            let expected = (a.0.as_bytes(), Reverse(a.1)).cmp(&(b.0.as_bytes(), Reverse(b.1)));
-            prop_assert_eq!(ka.cmp(&kb), expected);
+            let order = |(c, i): &(String, MessageId)| (bucket(c.as_bytes()), c.as_bytes().to_vec(), Reverse(*i));
+            prop_assert_eq!(ka.cmp(&kb), order(&a).cmp(&order(&b)));
+            prop_assert_eq!(&ka[..MEMTABLE_HINT_PREFIX_LEN], &bucket(a.0.as_bytes())[..]);
         }
 
         /// The range of `after` and `before` holds exactly the keys of ids strictly between them.
@@ -244,15 +281,22 @@ mod tests {
             }
         }
 
+        /// Keys of formats 1 and 2 decode as old keys and never as current ones, and a current
+        /// key never decodes as an old one: an upgrade tells them apart key by key.
         #[test]
-        fn version_1_keys_decode_and_are_never_current_ones(c in conversation_id(), i in id()) {
+        fn old_keys_decode_and_are_never_current_ones(c in conversation_id(), i in id()) {
             let mut v1 = c.as_bytes().to_vec();
             v1.push(0x00);
             v1.extend_from_slice(&i.as_u64().to_be_bytes());
-            prop_assert_eq!(decode_v1_message_key(&v1), Some((c.as_bytes(), i)));
-            prop_assert_eq!(decode_message_key(&v1), None);
+            let mut v2 = c.as_bytes().to_vec();
+            v2.push(0x01);
+            v2.extend_from_slice(&(!i.as_u64()).to_be_bytes());
+            for old in [v1, v2] {
+                prop_assert_eq!(decode_old_message_key(&old), Some((c.as_bytes(), i)));
+                prop_assert_eq!(decode_message_key(&old), None);
+            }
             let current = message_key(&c, i);
-            prop_assert_eq!(decode_v1_message_key(&current), None);
+            prop_assert_eq!(decode_old_message_key(&current), None);
         }
 
         /// A conversation's range holds its own keys and no other conversation's.
@@ -283,7 +327,7 @@ mod tests {
         #[test]
         fn decoders_accept_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             let _ = decode_message_key(&bytes);
-            let _ = decode_v1_message_key(&bytes);
+            let _ = decode_old_message_key(&bytes);
             let _ = decode_index_key(&bytes);
             let _ = decode_value(&bytes);
         }
@@ -292,11 +336,46 @@ mod tests {
     #[test]
     fn malformed_keys_do_not_decode() {
         assert_eq!(decode_message_key(b"short"), None);
-        assert_eq!(decode_message_key(b"abc\x02\0\0\0\0\0\0\0\x01"), None);
-        assert_eq!(decode_v1_message_key(b"abc\x02\0\0\0\0\0\0\0\x01"), None);
+        assert_eq!(
+            decode_message_key(b"\x0c\x8cabc\x03\0\0\0\0\0\0\0\x01"),
+            None
+        );
+        assert_eq!(decode_old_message_key(b"abc\x02\0\0\0\0\0\0\0\x01"), None);
         // A separator byte inside the conversation part.
-        assert_eq!(decode_message_key(b"a\x01c\x01\0\0\0\0\0\0\0\x01"), None);
+        assert_eq!(
+            decode_message_key(b"\x0c\x8ca\x01c\x02\0\0\0\0\0\0\0\x01"),
+            None
+        );
+        assert_eq!(
+            decode_old_message_key(b"a\x01c\x01\0\0\0\0\0\0\0\x01"),
+            None
+        );
         assert_eq!(decode_index_key(b"1234567"), None);
+    }
+
+    /// The bucket is part of the key format: these values must never change, or a store's
+    /// messages would no longer be found under their conversation.
+    #[test]
+    fn buckets_are_fnv_1a_modulo_4096() {
+        assert_eq!(bucket(b""), 805u16.to_be_bytes());
+        // FNV-1a of "a" is 0xaf63dc4c8601ec8c (the published test vector).
+        assert_eq!(bucket(b"a"), 3212u16.to_be_bytes());
+        assert_eq!(bucket(b"bench-c0"), 839u16.to_be_bytes());
+        assert_eq!(
+            bucket("conversation-\u{e9}".as_bytes()),
+            589u16.to_be_bytes()
+        );
+    }
+
+    #[test]
+    fn a_key_under_another_bucket_does_not_decode() {
+        let mut key = message_key("a", MessageId::from_u64(7));
+        assert_eq!(
+            decode_message_key(&key),
+            Some((&b"a"[..], MessageId::from_u64(7)))
+        );
+        key[1] ^= 1;
+        assert_eq!(decode_message_key(&key), None);
     }
 
     #[test]

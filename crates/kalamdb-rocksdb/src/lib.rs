@@ -28,10 +28,17 @@
 //! ([`keys`]), so the usual newest-first page reads forward; an oldest-first page reads backward,
 //! which in the memtable costs a skip-list search per step.
 //!
+//! # Memtable
+//!
+//! The `messages` column family gives RocksDB a memtable insert hint keyed by each key's bucket
+//! ([`keys::bucket`]): a message goes in from where its bucket's previous one went. Busy
+//! conversations interleave, so without it every insert searched the skip list from the top,
+//! the largest single cost of an insert (`docs/BENCHMARKS.md`).
+//!
 //! # Upgrades
 //!
-//! Opening a store of format version 1 rewrites its message keys into the current layout before
-//! anything else reads it (`docs/RELIABILITY.md`).
+//! Opening a store of format version 1 or 2 rewrites its message keys into the current layout
+//! before anything else reads it (`docs/RELIABILITY.md`).
 
 pub mod keys;
 
@@ -125,7 +132,7 @@ pub enum OpenError {
         reason: String,
     },
     /// The directory was written by a newer, incompatible build.
-    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} only")]
+    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} and upgrades versions 1 and 2")]
     Format {
         /// The directory.
         path: PathBuf,
@@ -178,7 +185,7 @@ impl RocksStore {
         );
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let descriptors = COLUMN_FAMILIES.iter().map(|name| {
-            let mut cf = cf_options(name, options.compression, &cache);
+            let mut cf = cf_options(name, options.compression, &cache).map_err(rocks_err)?;
             if *name == CF_IDEMPOTENCY {
                 let ttl_ms = u64::try_from(options.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
                 cf.set_compaction_filter("kalamdb-idempotency-ttl", move |_level, _key, value| {
@@ -191,18 +198,20 @@ impl RocksStore {
                 });
                 cf.set_periodic_compaction_seconds(options.idempotency_ttl.as_secs().max(1));
             }
-            ColumnFamilyDescriptor::new(*name, cf)
+            Ok(ColumnFamilyDescriptor::new(*name, cf))
         });
+        let descriptors = descriptors.collect::<Result<Vec<_>, OpenError>>()?;
         let db = DB::open_cf_descriptors(&db_options, &path, descriptors).map_err(rocks_err)?;
 
-        if check_format(&db, &path)? == Some(keys::FORMAT_VERSION_ASCENDING) {
-            let rewritten = upgrade_from_ascending(&db).map_err(|reason| OpenError::Rocks {
+        if let Some(old) = check_format(&db, &path)?.filter(|v| *v != FORMAT_VERSION) {
+            let rewritten = upgrade_keys(&db).map_err(|reason| OpenError::Rocks {
                 path: path.clone(),
-                reason: format!("upgrading from format version 1: {reason}"),
+                reason: format!("upgrading from format version {old}: {reason}"),
             })?;
             tracing::info!(
                 path = %path.display(),
                 messages = rewritten,
+                from = old,
                 "upgraded the store to format version {FORMAT_VERSION}"
             );
         }
@@ -274,7 +283,11 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn cf_options(name: &str, compression: Compression, cache: &Cache) -> Options {
+fn cf_options(
+    name: &str,
+    compression: Compression,
+    cache: &Cache,
+) -> Result<Options, rocksdb::Error> {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     if name != CF_MESSAGES {
@@ -284,7 +297,15 @@ fn cf_options(name: &str, compression: Compression, cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_compression_type(compression.rocksdb_type());
     options.set_block_based_table_factory(&table);
-    options
+    if name == CF_MESSAGES {
+        // The crate has no setter for the hint's extractor; RocksDB's options string does. The
+        // result is a copy of `options` with it set, sharing the table factory and its cache.
+        options = options.get_options_from_string(format!(
+            "memtable_insert_with_hint_prefix_extractor=fixed:{}",
+            keys::MEMTABLE_HINT_PREFIX_LEN
+        ))?;
+    }
+    Ok(options)
 }
 
 /// The format version the store records, `None` for a new store. Refuses one this build cannot
@@ -301,7 +322,11 @@ fn check_format(db: &DB, path: &Path) -> Result<Option<u32>, OpenError> {
         return Ok(None);
     };
     match <[u8; 4]>::try_from(bytes.as_slice()).map(u32::from_be_bytes) {
-        Ok(version @ (FORMAT_VERSION | keys::FORMAT_VERSION_ASCENDING)) => Ok(Some(version)),
+        Ok(version)
+            if version == FORMAT_VERSION || keys::OLD_FORMAT_VERSIONS.contains(&version) =>
+        {
+            Ok(Some(version))
+        }
         Ok(version) => Err(OpenError::Format {
             path: path.to_owned(),
             found: version.to_string(),
@@ -316,14 +341,14 @@ fn check_format(db: &DB, path: &Path) -> Result<Option<u32>, OpenError> {
 /// How many keys one upgrade batch rewrites: a few megabytes per write.
 const UPGRADE_BATCH_KEYS: usize = 10_000;
 
-/// Rewrites every `messages` key of format version 1 into the current layout, then records the
-/// current version. Returns how many messages it rewrote.
+/// Rewrites every `messages` key of an older format (1 or 2) into the current layout, then
+/// records the current version. Returns how many messages it rewrote.
 ///
 /// Each batch deletes old keys and puts their new ones in one atomic write, so a crash leaves
 /// every message under exactly one key, old or new; the next open carries on from there, since
-/// the two layouts use different separators. The version is recorded last, with a WAL sync that
-/// also makes every batch before it durable. Values do not change.
-fn upgrade_from_ascending(db: &DB) -> Result<u64, String> {
+/// every layout uses its own separator. The version is recorded last, with a WAL sync that also
+/// makes every batch before it durable. Values do not change.
+fn upgrade_keys(db: &DB) -> Result<u64, String> {
     let messages = db
         .cf_handle(CF_MESSAGES)
         .expect("messages column family is opened");
@@ -335,7 +360,7 @@ fn upgrade_from_ascending(db: &DB) -> Result<u64, String> {
     let mut entries = db.raw_iterator_cf(messages);
     entries.seek_to_first();
     while let (Some(key), Some(value)) = (entries.key(), entries.value()) {
-        if let Some((conversation, id)) = keys::decode_v1_message_key(key) {
+        if let Some((conversation, id)) = keys::decode_old_message_key(key) {
             let conversation = std::str::from_utf8(conversation)
                 .map_err(|_| format!("message {id} has a conversation id that is not UTF-8"))?;
             batch.delete_cf(messages, key);
@@ -386,7 +411,7 @@ impl Store for RocksStore {
         idempotency: &[(usize, IdempotencyKey)],
     ) -> Result<Vec<Inserted>, StoreError> {
         self.ensure_open()?;
-        // A prepared message's names are valid, so a conversation id never holds the 0x01 byte
+        // A prepared message's names are valid, so a conversation id never holds the 0x02 byte
         // that ends it in a key.
         let messages_cf = self.cf(CF_MESSAGES);
         let index_cf = self.cf(CF_MESSAGE_INDEX);
@@ -609,5 +634,25 @@ impl Store for RocksStore {
             return Ok(());
         }
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages column family's options are rebuilt from a string to set the insert hint;
+    /// they must still read through the one shared block cache, like every other family.
+    #[test]
+    fn every_column_family_reads_through_the_shared_block_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(&StoreOptions::new(dir.path().join("db"))).unwrap();
+        for name in COLUMN_FAMILIES {
+            let capacity = store
+                .db
+                .property_int_value_cf(store.cf(name), "rocksdb.block-cache-capacity")
+                .unwrap();
+            assert_eq!(capacity, Some(BLOCK_CACHE_BYTES as u64), "{name}");
+        }
     }
 }

@@ -199,9 +199,10 @@ fn messages_lie_under_their_conversation_key() {
     assert_eq!(found, vec![ids[3], ids[0]]);
 }
 
-/// Rewrites the store at `path` the way format version 1 laid it out: every `messages` key
-/// (or every other one, for a rewrite a crash cut short) as `conversation ‖ 0x00 ‖ id`.
-fn downgrade_to_format_1(path: &std::path::Path, every: usize) {
+/// Rewrites the store at `path` the way an older format laid it out: every `messages` key (or
+/// every other one, for a rewrite a crash cut short) as `conversation ‖ 0x00 ‖ id` (format
+/// version 1) or `conversation ‖ 0x01 ‖ NOT id` (format version 2).
+fn downgrade(path: &std::path::Path, version: u32, every: usize) {
     let db =
         rocksdb::DB::open_cf(&rocksdb::Options::default(), path, keys::COLUMN_FAMILIES).unwrap();
     let messages = db.cf_handle(keys::CF_MESSAGES).unwrap();
@@ -216,13 +217,22 @@ fn downgrade_to_format_1(path: &std::path::Path, every: usize) {
         }
         let (conversation, id) = keys::decode_message_key(&key).unwrap();
         let mut old = conversation.to_vec();
-        old.push(0x00);
-        old.extend_from_slice(&id.as_u64().to_be_bytes());
+        match version {
+            1 => {
+                old.push(0x00);
+                old.extend_from_slice(&id.as_u64().to_be_bytes());
+            }
+            2 => {
+                old.push(0x01);
+                old.extend_from_slice(&(!id.as_u64()).to_be_bytes());
+            }
+            _ => unreachable!("no format version {version}"),
+        }
         batch.delete_cf(messages, &key);
         batch.put_cf(messages, old, value);
     }
     let meta = db.cf_handle(CF_META).unwrap();
-    batch.put_cf(meta, META_FORMAT_VERSION, 1u32.to_be_bytes());
+    batch.put_cf(meta, META_FORMAT_VERSION, version.to_be_bytes());
     db.write(batch).unwrap();
 }
 
@@ -239,11 +249,11 @@ fn format_version(path: &std::path::Path) -> u32 {
     u32::from_be_bytes(bytes.try_into().unwrap())
 }
 
-/// Every message of a format-1 store is found after the upgrade on open, in both orders and by
-/// id, also when an earlier upgrade stopped halfway.
+/// Every message of a format-1 or format-2 store is found after the upgrade on open, in both
+/// orders and by id, also when an earlier upgrade stopped halfway.
 #[test]
-fn a_format_1_store_is_upgraded_on_open_without_losing_a_message() {
-    for every in [1, 2] {
+fn an_old_store_is_upgraded_on_open_without_losing_a_message() {
+    for (version, every) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let inserted: Vec<_> = {
@@ -260,8 +270,8 @@ fn a_format_1_store_is_upgraded_on_open_without_losing_a_message() {
             store.close().unwrap();
             all
         };
-        downgrade_to_format_1(&path, every);
-        assert_eq!(format_version(&path), 1);
+        downgrade(&path, version, every);
+        assert_eq!(format_version(&path), version);
 
         let store = open(dir.path());
         for conversation in ["a", "ab", "b"] {
@@ -374,4 +384,51 @@ fn idempotency_records_are_written_with_the_message_and_expire() {
     assert_eq!(keys_on_disk(&store), 0);
     // The messages themselves stay.
     assert!(store.get(first.msg_id).unwrap().is_some());
+}
+
+/// The `[CFOptions "NAME"]` section of the newest OPTIONS file RocksDB wrote in `db`.
+fn cf_options_section(db: &std::path::Path, name: &str) -> String {
+    let newest = std::fs::read_dir(db)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("OPTIONS-"))
+        })
+        .max_by_key(|path| {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            name["OPTIONS-".len()..].parse::<u64>().unwrap()
+        })
+        .expect("RocksDB writes an OPTIONS file");
+    let text = std::fs::read_to_string(newest).unwrap();
+    let header = format!("[CFOptions \"{name}\"]");
+    let start = text.find(&header).expect("a section per column family") + header.len();
+    let end = text[start..].find("\n[").map_or(text.len(), |i| start + i);
+    text[start..end].to_owned()
+}
+
+/// The messages column family runs with the memtable insert hint keyed by the bucket, and the
+/// options string that sets it keeps the configured compression; the other column families have
+/// no hint.
+#[test]
+fn messages_are_inserted_with_the_bucket_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path().join("db"));
+    options.compression = Compression::Zstd;
+    let store = RocksStore::open(&options).unwrap();
+    store.close().unwrap();
+    drop(store);
+    let messages = cf_options_section(&dir.path().join("db"), keys::CF_MESSAGES);
+    assert!(
+        messages.contains("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.2"),
+        "{messages}"
+    );
+    assert!(messages.contains("compression=kZSTD"), "{messages}");
+    let index = cf_options_section(&dir.path().join("db"), keys::CF_MESSAGE_INDEX);
+    assert!(
+        index.contains("memtable_insert_with_hint_prefix_extractor=nullptr"),
+        "{index}"
+    );
+    assert!(index.contains("compression=kZSTD"), "{index}");
 }
