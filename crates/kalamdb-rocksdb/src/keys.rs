@@ -99,6 +99,18 @@ pub fn decode_message_key(key: &[u8]) -> Option<(&[u8], MessageId)> {
     (prefix == bucket(conversation)).then_some((conversation, MessageId::from_u64(!id)))
 }
 
+/// The message id of a `messages` key read inside one conversation's range
+/// ([`conversation_range`], [`id_range`]), which already fixes the bucket and conversation id:
+/// only the separator and the id are checked. `None` when `key` does not end like a message key.
+pub fn decode_message_id(key: &[u8]) -> Option<MessageId> {
+    let split = key.len().checked_sub(9)?;
+    if split <= MEMTABLE_HINT_PREFIX_LEN || key[split] != SEPARATOR {
+        return None;
+    }
+    let id = u64::from_be_bytes(key[split + 1..].try_into().ok()?);
+    Some(MessageId::from_u64(!id))
+}
+
 /// Splits a `messages` key of an older format: version 2 (`conversation_id ‖ 0x01 ‖ NOT msg_id`)
 /// or version 1 (`conversation_id ‖ 0x00 ‖ msg_id`). `None` when `key` is neither, as every
 /// current key is.
@@ -315,6 +327,7 @@ mod tests {
         fn message_keys_round_trip(c in conversation_id(), i in id()) {
             let key = message_key(&c, i);
             prop_assert_eq!(decode_message_key(&key), Some((c.as_bytes(), i)));
+            prop_assert_eq!(decode_message_id(&key), Some(i));
         }
 
         #[test]
@@ -327,6 +340,7 @@ mod tests {
         #[test]
         fn decoders_accept_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             let _ = decode_message_key(&bytes);
+            let _ = decode_message_id(&bytes);
             let _ = decode_old_message_key(&bytes);
             let _ = decode_index_key(&bytes);
             let _ = decode_value(&bytes);
@@ -350,6 +364,9 @@ mod tests {
             decode_old_message_key(b"a\x01c\x01\0\0\0\0\0\0\0\x01"),
             None
         );
+        assert_eq!(decode_message_id(b"\x0c\x8ca\x01\0\0\0\0\0\0\0\x01"), None);
+        // No room for a bucket and a conversation id before the separator.
+        assert_eq!(decode_message_id(b"\x0c\x8c\x02\0\0\0\0\0\0\0\x01"), None);
         assert_eq!(decode_index_key(b"1234567"), None);
     }
 

@@ -554,7 +554,8 @@ impl Store for RocksStore {
                 has_more = true;
                 break;
             }
-            let (_, msg_id) = keys::decode_message_key(key)
+            // The bounds hold this conversation's keys only, so the id is all there is to read.
+            let msg_id = keys::decode_message_id(key)
                 .ok_or_else(|| StoreError::Corrupt("a message key does not decode".into()))?;
             let json = keys::decode_value(value).ok_or_else(|| {
                 StoreError::Corrupt(format!("message {msg_id} has an unknown version"))
