@@ -265,7 +265,9 @@ mod tests {
         ) {
             let ka = message_key(&a.0, a.1);
             let kb = message_key(&b.0, b.1);
-            let order = |(c, i): &(String, MessageId)| (bucket(c.as_bytes()), c.as_bytes().to_vec(), Reverse(*i));
+            let order = |(c, i): &(String, MessageId)| {
+                (bucket(c.as_bytes()), c.as_bytes().to_vec(), Reverse(*i))
+            };
             prop_assert_eq!(ka.cmp(&kb), order(&a).cmp(&order(&b)));
             prop_assert_eq!(&ka[..MEMTABLE_HINT_PREFIX_LEN], &bucket(a.0.as_bytes())[..]);
         }
