@@ -50,7 +50,7 @@ fn store(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    store
+    let stored = store
         .insert((0..10_000).map(|_| message("query")).collect())
         .unwrap();
     let latest = Query {
@@ -64,17 +64,28 @@ fn store(c: &mut Criterion) {
         order: Order::Asc,
         ..latest.clone()
     };
+    // A client catching up: the 10 messages after the one it saw last, oldest first.
+    let catch_up = Query {
+        since: Some(stored[stored.len() - 11].msg_id),
+        ..oldest.clone()
+    };
     // Recent messages sit in the memtable, older ones in table files; reading backwards costs
     // differently in each, so both are measured.
     for (place, flush_first) in [("in the memtable", false), ("in a table file", true)] {
         if flush_first {
             store.flush().unwrap();
         }
-        for (which, query) in [("latest", &latest), ("oldest", &oldest)] {
-            c.bench_function(
-                &format!("RocksStore::query, {which} 50 of 10k, {place}"),
-                |b| b.iter(|| store.query(black_box(query)).unwrap()),
-            );
+        for (which, query) in [
+            ("latest 50 of 10k", &latest),
+            ("oldest 50 of 10k", &oldest),
+            (
+                "catch-up: the 10 after a message of 10k, oldest first",
+                &catch_up,
+            ),
+        ] {
+            c.bench_function(&format!("RocksStore::query, {which}, {place}"), |b| {
+                b.iter(|| store.query(black_box(query)).unwrap())
+            });
         }
     }
 }

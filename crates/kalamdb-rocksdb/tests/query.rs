@@ -160,3 +160,47 @@ fn a_limit_of_zero_or_an_empty_window_is_an_empty_page() {
     assert_eq!(page.messages.len(), 1);
     assert_eq!(page.messages[0].msg_id, ids[1]);
 }
+
+/// Oldest-first pages `since` a message, what a client catching up reads: every `since`,
+/// `before` and limit on both sides of how many are left gives the oldest messages after
+/// `since`, and `has_more` exactly when some are left.
+#[test]
+fn oldest_first_pages_since_a_message_are_exact_on_both_sides_of_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(&StoreOptions::new(dir.path().join("db"))).unwrap();
+    // Neighbours on both sides in key order, so a read that left the range would show.
+    for conversation in ["a", "ab"] {
+        store
+            .insert(vec![new_message(conversation, "neighbour".into())])
+            .unwrap();
+    }
+    let ids: Vec<MessageId> = (0..12)
+        .flat_map(|i| {
+            store
+                .insert(vec![new_message("a!", i.to_string())])
+                .unwrap()
+        })
+        .map(|inserted| inserted.msg_id)
+        .collect();
+    for since in 0..ids.len() {
+        for before in [None, Some(ids.len() - 2)] {
+            for limit in 1..=ids.len() + 1 {
+                let page = store
+                    .query(&Query {
+                        conversation_id: "a!".into(),
+                        since: Some(ids[since]),
+                        before: before.map(|b| ids[b]),
+                        limit,
+                        order: Order::Asc,
+                    })
+                    .unwrap();
+                let wanted: Vec<MessageId> =
+                    ids[since + 1..before.unwrap_or(ids.len()).max(since + 1)].to_vec();
+                let got: Vec<MessageId> = page.messages.iter().map(|m| m.msg_id).collect();
+                let context = format!("since #{since}, before {before:?}, limit {limit}");
+                assert_eq!(got, wanted[..wanted.len().min(limit)], "{context}");
+                assert_eq!(page.has_more, wanted.len() > limit, "{context}");
+            }
+        }
+    }
+}
