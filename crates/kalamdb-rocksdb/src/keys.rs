@@ -84,12 +84,23 @@ pub fn bucket(conversation_id: &[u8]) -> [u8; MEMTABLE_HINT_PREFIX_LEN] {
 
 /// The `messages` key of message `id` in `conversation_id`. A larger id gives a smaller key.
 pub fn message_key(conversation_id: &str, id: MessageId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(MEMTABLE_HINT_PREFIX_LEN + conversation_id.len() + 9);
-    key.extend_from_slice(&bucket(conversation_id.as_bytes()));
-    key.extend_from_slice(conversation_id.as_bytes());
-    key.push(SEPARATOR);
-    key.extend_from_slice(&(!id.as_u64()).to_be_bytes());
-    key
+    with_id(conversation_prefix(conversation_id), id)
+}
+
+/// `bucket ‖ conversation_id ‖ 0x02`, what every key of the conversation starts with, with room
+/// for the id.
+fn conversation_prefix(conversation_id: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(MEMTABLE_HINT_PREFIX_LEN + conversation_id.len() + 9);
+    prefix.extend_from_slice(&bucket(conversation_id.as_bytes()));
+    prefix.extend_from_slice(conversation_id.as_bytes());
+    prefix.push(SEPARATOR);
+    prefix
+}
+
+/// A conversation's `prefix` completed into the key of message `id`.
+fn with_id(mut prefix: Vec<u8>, id: MessageId) -> Vec<u8> {
+    prefix.extend_from_slice(&(!id.as_u64()).to_be_bytes());
+    prefix
 }
 
 /// Splits a `messages` key into its conversation id bytes and message id.
@@ -136,13 +147,17 @@ fn split_message_key(key: &[u8], separator: u8) -> Option<(&[u8], u64)> {
 
 /// The half-open key range holding exactly the messages of `conversation_id`.
 pub fn conversation_range(conversation_id: &str) -> (Vec<u8>, Vec<u8>) {
-    let mut lower = Vec::with_capacity(MEMTABLE_HINT_PREFIX_LEN + conversation_id.len() + 1);
-    lower.extend_from_slice(&bucket(conversation_id.as_bytes()));
-    lower.extend_from_slice(conversation_id.as_bytes());
-    lower.push(SEPARATOR);
-    let mut upper = lower.clone();
-    *upper.last_mut().expect("just pushed") = SEPARATOR + 1;
+    let lower = conversation_prefix(conversation_id);
+    let upper = past_conversation(lower.clone());
     (lower, upper)
+}
+
+/// A conversation's `prefix` turned into the first key past all of its messages.
+fn past_conversation(mut prefix: Vec<u8>) -> Vec<u8> {
+    *prefix
+        .last_mut()
+        .expect("the prefix ends with the separator") = SEPARATOR + 1;
+    prefix
 }
 
 /// The key range of the messages of `conversation_id` with ids in `after..before` (both
@@ -152,18 +167,20 @@ pub fn id_range(
     after: Option<MessageId>,
     before: Option<MessageId>,
 ) -> Option<(Vec<u8>, Vec<u8>)> {
-    let (mut lower, mut upper) = conversation_range(conversation_id);
+    let prefix = conversation_prefix(conversation_id);
     // Ids are inverted: the newest wanted message (just below `before`) has the smallest key,
     // and the key of `after` itself is the first one past the oldest wanted.
-    if let Some(before) = before {
-        lower = message_key(
-            conversation_id,
+    let lower = match before {
+        Some(before) => with_id(
+            prefix.clone(),
             MessageId::from_u64(before.as_u64().checked_sub(1)?),
-        );
-    }
-    if let Some(after) = after {
-        upper = message_key(conversation_id, after);
-    }
+        ),
+        None => prefix.clone(),
+    };
+    let upper = match after {
+        Some(after) => with_id(prefix, after),
+        None => past_conversation(prefix),
+    };
     (lower < upper).then_some((lower, upper))
 }
 
