@@ -1,7 +1,7 @@
 //! `kalamdb-bench`: KalamDB's own benchmark.
 //!
-//! It starts the real `kalamdb-server` binary in a temp dir and, as the ceiling, a no-op hyper
-//! server (this binary's hidden `noop-server` mode) that reads each body and answers a fixed
+//! It starts the real `kalamdb-server` binary in a temp dir (on the operator's configuration
+//! when `--server-config` names one) and, as the ceiling, a no-op hyper server (this binary's hidden `noop-server` mode) that reads each body and answers a fixed
 //! JSON reply. Runs alternate between the two, and every figure is reported as a ratio to the
 //! no-op server's, so that the noise of a shared machine cancels out. `docs/BENCHMARKS.md` has
 //! the commands, the machine and the numbers.
@@ -10,7 +10,8 @@
 //!
 //! - `load`: the load generator (tokio + hyper client, N connections for T seconds, HDR
 //!   histograms).
-//! - `servers`: starting the real server and the no-op server, and reading peak RSS.
+//! - `servers`: starting the real server (its configuration: the operator's base with each
+//!   run's own keys set over it) and the no-op server, and reading peak RSS.
 //! - `preload`: filling a data directory through the store before a query run.
 //! - `stream`: the stream mode, insert → event latency with N subscribers.
 //! - here: the scenarios, their alternation, and the report (table and `--json`).
@@ -71,9 +72,15 @@ struct Cli {
     /// acknowledged.
     #[arg(long, default_value_t = 5)]
     stream_pause_ms: u64,
-    /// `logging.level` of the server under test.
-    #[arg(long, default_value = "warn")]
-    log_level: String,
+    /// Start the server under test from this configuration file (TOML): every layer, limit
+    /// and storage setting is the file's. The benchmark still sets what each run must own:
+    /// `server.host` (127.0.0.1) and `server.port`, `storage.rocksdb_path` (a temp dir),
+    /// `storage.sync_writes` (the scenario's) and `logging.file_path`.
+    #[arg(long)]
+    server_config: Option<PathBuf>,
+    /// `logging.level` of the server under test [default: the server config's, else warn].
+    #[arg(long)]
+    log_level: Option<String>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -122,6 +129,8 @@ struct GrowthResult {
 
 #[derive(Debug, serde::Serialize)]
 struct Report {
+    /// `--server-config`, when the server under test started from one.
+    server_config: Option<PathBuf>,
     duration_secs: u64,
     rounds: usize,
     scenarios: Vec<ScenarioResult>,
@@ -197,20 +206,41 @@ fn server_binary(cli: &Cli) -> Result<PathBuf, String> {
         })
 }
 
+/// How to start the real server; `None` with `--url`, which names a server already running.
+fn real_server(cli: &Cli) -> Result<Option<RealServer>, String> {
+    if cli.url.is_some() {
+        return match cli.server_config {
+            Some(_) => {
+                Err("--server-config starts a server; --url names one already running".into())
+            }
+            None => Ok(None),
+        };
+    }
+    let base = match &cli.server_config {
+        Some(path) => servers::read_base_config(path)?,
+        None => toml::Table::new(),
+    };
+    Ok(Some(RealServer {
+        binary: server_binary(cli)?,
+        base,
+        sync_writes: true,
+        log_level: cli.log_level.clone(),
+    }))
+}
+
 /// Starts a real server with `storage.sync_writes = sync_writes` and `preload` messages in the
-/// query conversation; `None` with `--url`, which names a server already running.
+/// query conversation; `None` with `--url`.
 fn start_server(
-    cli: &Cli,
+    real: Option<&RealServer>,
     sync_writes: bool,
     preload: u64,
 ) -> Result<Option<ServerProcess>, String> {
-    if cli.url.is_some() {
+    let Some(real) = real else {
         return Ok(None);
-    }
+    };
     let real = RealServer {
-        binary: server_binary(cli)?,
         sync_writes,
-        log_level: cli.log_level.clone(),
+        ..real.clone()
     };
     let mut failure = None;
     let server = real.start(|data| {
@@ -251,11 +281,13 @@ fn selected(scenarios: Vec<Scenario>, only: &str) -> Vec<Scenario> {
 
 async fn run_suite(cli: &Cli) -> Result<Report, String> {
     let duration = Duration::from_secs(cli.duration_secs);
+    let real = real_server(cli)?;
+    let real = real.as_ref();
     let noop = servers::start_noop()?;
     let mut results = Vec::new();
     let only = cli.only.as_deref().unwrap_or("");
     for scenario in selected(suite(&cli.suite)?, only) {
-        let server = start_server(cli, scenario.sync_writes, scenario.preload)?;
+        let server = start_server(real, scenario.sync_writes, scenario.preload)?;
         let addr = target(cli, server.as_ref());
         let (mut real_runs, mut noop_runs) = (Vec::new(), Vec::new());
         for _ in 0..cli.rounds.max(1) {
@@ -283,8 +315,8 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     let mut growth = Vec::new();
     for &stored in &cli.growth {
         eprintln!("growth: preloading {stored} messages");
-        let server =
-            start_server(cli, true, stored)?.ok_or("--growth needs a started server, not --url")?;
+        let server = start_server(real, true, stored)?
+            .ok_or("--growth needs a started server, not --url")?;
         let query = load::run(server.addr, Workload::Query, 16, duration).await;
         let insert = load::run(server.addr, Workload::Insert, 64, duration).await;
         let result = GrowthResult {
@@ -306,7 +338,7 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     }
     let mut streams = Vec::new();
     for &subscribers in &cli.stream {
-        let server = start_server(cli, true, 0)?;
+        let server = start_server(real, true, 0)?;
         let pause = Duration::from_millis(cli.stream_pause_ms);
         let result = stream::run(
             target(cli, server.as_ref()),
@@ -330,6 +362,7 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
         streams.push(result);
     }
     Ok(Report {
+        server_config: cli.server_config.clone(),
         duration_secs: cli.duration_secs,
         rounds: cli.rounds,
         scenarios: results,

@@ -48,6 +48,22 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Sets `section.key`, creating the section when the base has none.
+fn set(
+    config: &mut toml::Table,
+    section: &str,
+    key: &str,
+    value: toml::Value,
+) -> Result<(), String> {
+    let table = config
+        .entry(section)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| format!("`{section}` in the server config is not a table"))?;
+    table.insert(key.to_owned(), value);
+    Ok(())
+}
+
 fn wait_until_listening(addr: SocketAddr, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -67,39 +83,87 @@ fn wait_until_listening(addr: SocketAddr, child: &mut Child) -> Result<(), Strin
 pub(crate) struct RealServer {
     /// The `kalamdb-server` binary.
     pub(crate) binary: PathBuf,
+    /// The operator's configuration (`--server-config`), the base every run's config starts from.
+    pub(crate) base: toml::Table,
     /// `storage.sync_writes`.
     pub(crate) sync_writes: bool,
-    /// `logging.level`.
-    pub(crate) log_level: String,
+    /// `logging.level` from `--log-level`; `None` keeps the base's, or else [`DEFAULT_LOG_LEVEL`].
+    pub(crate) log_level: Option<String>,
+}
+
+/// The server's log level when neither `--log-level` nor the base config sets one: per-request
+/// log lines would otherwise measure the log file as much as the server.
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "warn";
+
+/// Reads the operator's configuration for `--server-config`. Only its TOML syntax is checked
+/// here; the server itself checks every key when it starts, and a refusal is reported with the
+/// server's own message.
+pub(crate) fn read_base_config(path: &Path) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the server config {}: {e}", path.display()))?;
+    text.parse::<toml::Table>().map_err(|e| {
+        format!(
+            "the server config {} is not valid TOML: {e}",
+            path.display()
+        )
+    })
 }
 
 impl RealServer {
+    /// The configuration of one run: the base, with what the benchmark must own set over it.
+    /// The server listens on loopback only, on `port`, stores in `data` with this run's
+    /// durability and logs to `log_file`; every other key (layers, limits, storage tuning) is
+    /// the operator's.
+    fn config(&self, port: u16, data: &Path, log_file: &Path) -> Result<String, String> {
+        let mut config = self.base.clone();
+        let path = |p: &Path| toml::Value::String(p.display().to_string());
+        set(&mut config, "server", "host", "127.0.0.1".into())?;
+        set(&mut config, "server", "port", i64::from(port).into())?;
+        set(&mut config, "storage", "rocksdb_path", path(data))?;
+        set(
+            &mut config,
+            "storage",
+            "sync_writes",
+            self.sync_writes.into(),
+        )?;
+        set(&mut config, "logging", "file_path", path(log_file))?;
+        let keeps_level = self.log_level.is_none()
+            && config
+                .get("logging")
+                .and_then(|logging| logging.get("level"))
+                .is_some();
+        if !keeps_level {
+            let level = self.log_level.as_deref().unwrap_or(DEFAULT_LOG_LEVEL);
+            set(&mut config, "logging", "level", level.into())?;
+        }
+        toml::to_string(&config).map_err(|e| format!("cannot write the server config: {e}"))
+    }
+
     /// Starts the binary on a fresh temp dir, after `prepare` has filled its data directory.
     pub(crate) fn start(&self, prepare: impl FnOnce(&Path)) -> Result<ServerProcess, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let data = dir.path().join("data");
         prepare(&data);
         let port = free_port();
-        let config = format!(
-            "[server]\nport = {port}\n\n[storage]\nrocksdb_path = \"{}\"\nsync_writes = {}\n\n\
-             [logging]\nlevel = \"{}\"\nfile_path = \"{}\"\n",
-            data.display(),
-            self.sync_writes,
-            self.log_level,
-            dir.path().join("server.log").display()
-        );
+        let config = self.config(port, &data, &dir.path().join("server.log"))?;
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+        // Kept so that a server refusing its configuration can say why.
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let mut child = Command::new(&self.binary)
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_until_listening(addr, &mut child)?;
+        wait_until_listening(addr, &mut child).map_err(|e| {
+            let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            format!("{e}\n{}", said.trim_end())
+        })?;
         Ok(ServerProcess {
             child,
             addr,
@@ -165,4 +229,109 @@ pub(crate) fn run_noop() -> std::io::Result<()> {
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real(base: &str, sync_writes: bool, log_level: Option<&str>) -> RealServer {
+        RealServer {
+            binary: PathBuf::from("kalamdb-server"),
+            base: base.parse().expect("test TOML"),
+            sync_writes,
+            log_level: log_level.map(str::to_owned),
+        }
+    }
+
+    fn config(server: &RealServer) -> toml::Table {
+        let text = server
+            .config(
+                4242,
+                Path::new("/tmp/run/data"),
+                Path::new("/tmp/run/server.log"),
+            )
+            .expect("a config");
+        text.parse().expect("the benchmark writes valid TOML")
+    }
+
+    #[test]
+    fn the_operators_settings_are_kept_and_the_runs_own_keys_are_set_over_them() {
+        let base = r#"
+            [server]
+            host = "0.0.0.0"
+            port = 8080
+            max_connections = 500
+            [storage]
+            rocksdb_path = "/var/lib/kalamdb"
+            sync_writes = false
+            compression = "none"
+            [middleware.rate_limit]
+            enabled = true
+            requests_per_second = 7
+        "#;
+        let config = config(&real(base, true, None));
+        assert_eq!(config["server"]["host"].as_str(), Some("127.0.0.1"));
+        assert_eq!(config["server"]["port"].as_integer(), Some(4242));
+        assert_eq!(config["server"]["max_connections"].as_integer(), Some(500));
+        assert_eq!(
+            config["storage"]["rocksdb_path"].as_str(),
+            Some("/tmp/run/data")
+        );
+        assert_eq!(config["storage"]["sync_writes"].as_bool(), Some(true));
+        assert_eq!(config["storage"]["compression"].as_str(), Some("none"));
+        assert_eq!(
+            config["logging"]["file_path"].as_str(),
+            Some("/tmp/run/server.log")
+        );
+        let rate_limit = &config["middleware"]["rate_limit"];
+        assert_eq!(rate_limit["enabled"].as_bool(), Some(true));
+        assert_eq!(rate_limit["requests_per_second"].as_integer(), Some(7));
+    }
+
+    #[test]
+    fn without_a_base_the_run_gets_the_servers_defaults_and_its_own_keys() {
+        let config = config(&real("", false, None));
+        assert_eq!(config["storage"]["sync_writes"].as_bool(), Some(false));
+        assert_eq!(config["logging"]["level"].as_str(), Some(DEFAULT_LOG_LEVEL));
+        let sections: Vec<&str> = config.keys().map(String::as_str).collect();
+        assert_eq!(sections, ["logging", "server", "storage"]);
+    }
+
+    #[test]
+    fn the_log_level_flag_beats_the_files_level_which_beats_the_default() {
+        let level = |server: &RealServer| config(server)["logging"]["level"].clone();
+        let base = "[logging]\nlevel = \"info\"\n";
+        assert_eq!(
+            level(&real(base, true, Some("error"))).as_str(),
+            Some("error")
+        );
+        assert_eq!(level(&real(base, true, None)).as_str(), Some("info"));
+        assert_eq!(level(&real("", true, None)).as_str(), Some("warn"));
+        assert_eq!(
+            level(&real("", true, Some("debug"))).as_str(),
+            Some("debug")
+        );
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_refused_by_name() {
+        let server = real("storage = 5", true, None);
+        let error = server
+            .config(1, Path::new("data"), Path::new("log"))
+            .unwrap_err();
+        assert!(error.contains("`storage`"), "{error}");
+    }
+
+    #[test]
+    fn a_base_config_that_is_not_toml_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.toml");
+        std::fs::write(&path, "[server\nport = 1\n").unwrap();
+        let error = read_base_config(&path).unwrap_err();
+        assert!(error.contains("broken.toml"), "{error}");
+        assert!(error.contains("not valid TOML"), "{error}");
+        let missing = read_base_config(&dir.path().join("absent.toml")).unwrap_err();
+        assert!(missing.contains("absent.toml"), "{missing}");
+    }
 }
