@@ -206,22 +206,22 @@ impl StoreHandle {
 
     /// Reads one message by id.
     pub async fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
-        self.blocking(move |store| store.get(id)).await
+        self.on_reader(move |store| store.get(id)).await
     }
 
     /// Reads one page of a conversation.
     pub async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        self.blocking(move |store| store.query(&query)).await
+        self.on_reader(move |store| store.query(&query)).await
     }
 
     /// The store's size figures, for the metrics endpoint.
     pub async fn stats(&self) -> Result<Vec<PartStats>, StoreError> {
-        self.blocking(|store| store.stats()).await
+        self.on_reader(|store| store.stats()).await
     }
 
     /// Probes the storage medium.
     pub async fn health_check(&self) -> Result<(), StoreError> {
-        self.blocking(|store| store.health_check()).await
+        self.on_reader(|store| store.health_check()).await
     }
 
     /// Follows `conversation_id`: the subscription receives every message of it committed from
@@ -252,11 +252,11 @@ impl StoreHandle {
             // An error here means the writer already exited; either way it has stopped.
             let _ = stopped.await;
         }
-        self.blocking(|store| store.close()).await
+        self.on_reader(|store| store.close()).await
     }
 
     /// Runs `f` on a reader thread: every store call but inserts goes through here.
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn on_reader<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
