@@ -16,6 +16,13 @@ pub enum ErrorCode {
     InvalidJson,
     /// 400: a field is missing, mistyped, unknown or out of range.
     ValidationFailed,
+    /// 400: the request is not valid HTTP/1.1 (its request line or a header), answered by the
+    /// connection before any layer sees the request.
+    MalformedRequest,
+    /// 414: the request's URI is over the connection's limit.
+    UriTooLong,
+    /// 431: the request's headers are over the connection's limit.
+    HeadersTooLarge,
     /// 404: unknown path or message id.
     NotFound,
     /// 405: known path, other method.
@@ -44,6 +51,9 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
@@ -60,7 +70,11 @@ impl ErrorCode {
     /// The HTTP status this code is sent with.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::ValidationFailed => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidJson | ErrorCode::ValidationFailed | ErrorCode::MalformedRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::IdempotencyConflict => StatusCode::CONFLICT,
@@ -195,14 +209,19 @@ impl ApiError {
         self.code.status()
     }
 
-    /// The response: status, JSON body and headers.
-    pub fn to_response(&self) -> Response<ResponseBody> {
-        let body = serde_json::to_vec(&ErrorBody {
+    /// The JSON body alone, `{"error": code, "message": sentence}`, for a caller that writes
+    /// the response itself.
+    pub fn body_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&ErrorBody {
             error: self.code.as_str(),
             message: &self.message,
         })
-        .unwrap_or_default();
-        let mut response = Response::new(full(body));
+        .unwrap_or_default()
+    }
+
+    /// The response: status, JSON body and headers.
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        let mut response = Response::new(full(self.body_json()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

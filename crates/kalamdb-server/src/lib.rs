@@ -9,17 +9,21 @@
 //! - [`stack`]: [`build_app`], the one composition root: endpoints, then the layers in order.
 //! - [`serve`]: the hyper-util accept loop: header read timeout, keep-alive, connection cap and
 //!   graceful shutdown.
+//! - [`protocol_errors`]: the connection IO wrapper that gives hyper's own answers to requests it
+//!   cannot parse (400, 414, 431) the JSON error body.
 //! - [`run`] (here): open the store, serve until told to stop, drain, flush and close the store.
 //! - `main.rs`: the command line, signals and exit codes.
 //!
 //! # Status codes
 //!
 //! Everything the endpoints and layers answer: 200 (JSON, Prometheus text, or an event stream),
-//! 400, 404, 405, 409, 413, 415, 429, 500, 503.
+//! 400, 404, 405, 409, 413, 414, 415, 429, 431, 500, 503 (414 and 431, and the 400 for a request
+//! that is not HTTP, come from [`protocol_errors`]).
 
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod protocol_errors;
 pub mod serve;
 pub mod stack;
 

@@ -5,7 +5,9 @@
 //! finish its request headers within `header_read_timeout_ms` is disconnected (hyper's timer
 //! also covers the idle wait between keep-alive requests), and at most `max_connections` are
 //! open at once. At the cap the loop stops accepting, so new clients wait in the kernel's listen
-//! backlog rather than in a queue of ours.
+//! backlog rather than in a queue of ours. Each connection's IO is wrapped in
+//! [`JsonProtocolErrors`], so the answers hyper makes up for requests it cannot parse carry the
+//! JSON error body too.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,6 +25,8 @@ use kalamdb_http::{ClientAddr, ResponseBody};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
+
+use crate::protocol_errors::JsonProtocolErrors;
 
 /// How long to back off after a failed accept (out of file descriptors, say) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -103,7 +107,10 @@ where
                     let _ = stream.set_nodelay(true);
                     let service = TowerToHyperService::new(with_peer(app.clone(), peer));
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(
+                            JsonProtocolErrors::new(TokioIo::new(stream)),
+                            service,
+                        )
                         .into_owned();
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {
