@@ -1,8 +1,8 @@
 //! `kalamdb-bench`: KalamDB's own benchmark.
 //!
 //! It starts the real `kalamdb-server` binary in a temp dir (on the operator's configuration
-//! when `--server-config` names one) and, as the ceiling, a no-op hyper server (this binary's hidden `noop-server` mode) that reads each body and answers a fixed
-//! JSON reply. Runs alternate between the two, and every figure is reported as a ratio to the
+//! when `--server-config` names one) and, as the ceiling, a no-op hyper server (this binary's
+//! hidden `noop-server` mode) that reads each body and answers a fixed JSON reply. Runs alternate between the two, and every figure is reported as a ratio to the
 //! no-op server's, so that the noise of a shared machine cancels out. `docs/BENCHMARKS.md` has
 //! the commands, the machine and the numbers.
 //!
@@ -223,7 +223,6 @@ fn real_server(cli: &Cli) -> Result<Option<RealServer>, String> {
     Ok(Some(RealServer {
         binary: server_binary(cli)?,
         base,
-        sync_writes: true,
         log_level: cli.log_level.clone(),
     }))
 }
@@ -238,12 +237,8 @@ fn start_server(
     let Some(real) = real else {
         return Ok(None);
     };
-    let real = RealServer {
-        sync_writes,
-        ..real.clone()
-    };
     let mut failure = None;
-    let server = real.start(|data| {
+    let server = real.start(sync_writes, |data| {
         if preload > 0 {
             if let Err(e) = preload::preload(data, QUERY_CONVERSATION, preload) {
                 failure = Some(e);

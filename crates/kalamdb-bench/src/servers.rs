@@ -85,8 +85,6 @@ pub(crate) struct RealServer {
     pub(crate) binary: PathBuf,
     /// The operator's configuration (`--server-config`), the base every run's config starts from.
     pub(crate) base: toml::Table,
-    /// `storage.sync_writes`.
-    pub(crate) sync_writes: bool,
     /// `logging.level` from `--log-level`; `None` keeps the base's, or else [`DEFAULT_LOG_LEVEL`].
     pub(crate) log_level: Option<String>,
 }
@@ -111,21 +109,21 @@ pub(crate) fn read_base_config(path: &Path) -> Result<toml::Table, String> {
 
 impl RealServer {
     /// The configuration of one run: the base, with what the benchmark must own set over it.
-    /// The server listens on loopback only, on `port`, stores in `data` with this run's
-    /// durability and logs to `log_file`; every other key (layers, limits, storage tuning) is
-    /// the operator's.
-    fn config(&self, port: u16, data: &Path, log_file: &Path) -> Result<String, String> {
+    /// The server listens on loopback only, on `port`, stores in `data` with `sync_writes` and
+    /// logs to `log_file`; every other key (layers, limits, storage tuning) is the operator's.
+    fn config(
+        &self,
+        port: u16,
+        data: &Path,
+        sync_writes: bool,
+        log_file: &Path,
+    ) -> Result<String, String> {
         let mut config = self.base.clone();
         let path = |p: &Path| toml::Value::String(p.display().to_string());
         set(&mut config, "server", "host", "127.0.0.1".into())?;
         set(&mut config, "server", "port", i64::from(port).into())?;
         set(&mut config, "storage", "rocksdb_path", path(data))?;
-        set(
-            &mut config,
-            "storage",
-            "sync_writes",
-            self.sync_writes.into(),
-        )?;
+        set(&mut config, "storage", "sync_writes", sync_writes.into())?;
         set(&mut config, "logging", "file_path", path(log_file))?;
         let keeps_level = self.log_level.is_none()
             && config
@@ -139,13 +137,18 @@ impl RealServer {
         toml::to_string(&config).map_err(|e| format!("cannot write the server config: {e}"))
     }
 
-    /// Starts the binary on a fresh temp dir, after `prepare` has filled its data directory.
-    pub(crate) fn start(&self, prepare: impl FnOnce(&Path)) -> Result<ServerProcess, String> {
+    /// Starts the binary on a fresh temp dir with `storage.sync_writes = sync_writes`, after
+    /// `prepare` has filled its data directory.
+    pub(crate) fn start(
+        &self,
+        sync_writes: bool,
+        prepare: impl FnOnce(&Path),
+    ) -> Result<ServerProcess, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let data = dir.path().join("data");
         prepare(&data);
         let port = free_port();
-        let config = self.config(port, &data, &dir.path().join("server.log"))?;
+        let config = self.config(port, &data, sync_writes, &dir.path().join("server.log"))?;
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
         // Kept so that a server refusing its configuration can say why.
@@ -235,20 +238,20 @@ pub(crate) fn run_noop() -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn real(base: &str, sync_writes: bool, log_level: Option<&str>) -> RealServer {
+    fn real(base: &str, log_level: Option<&str>) -> RealServer {
         RealServer {
             binary: PathBuf::from("kalamdb-server"),
             base: base.parse().expect("test TOML"),
-            sync_writes,
             log_level: log_level.map(str::to_owned),
         }
     }
 
-    fn config(server: &RealServer) -> toml::Table {
+    fn config(server: &RealServer, sync_writes: bool) -> toml::Table {
         let text = server
             .config(
                 4242,
                 Path::new("/tmp/run/data"),
+                sync_writes,
                 Path::new("/tmp/run/server.log"),
             )
             .expect("a config");
@@ -270,7 +273,7 @@ mod tests {
             enabled = true
             requests_per_second = 7
         "#;
-        let config = config(&real(base, true, None));
+        let config = config(&real(base, None), true);
         assert_eq!(config["server"]["host"].as_str(), Some("127.0.0.1"));
         assert_eq!(config["server"]["port"].as_integer(), Some(4242));
         assert_eq!(config["server"]["max_connections"].as_integer(), Some(500));
@@ -291,7 +294,7 @@ mod tests {
 
     #[test]
     fn without_a_base_the_run_gets_the_servers_defaults_and_its_own_keys() {
-        let config = config(&real("", false, None));
+        let config = config(&real("", None), false);
         assert_eq!(config["storage"]["sync_writes"].as_bool(), Some(false));
         assert_eq!(config["logging"]["level"].as_str(), Some(DEFAULT_LOG_LEVEL));
         let sections: Vec<&str> = config.keys().map(String::as_str).collect();
@@ -300,25 +303,19 @@ mod tests {
 
     #[test]
     fn the_log_level_flag_beats_the_files_level_which_beats_the_default() {
-        let level = |server: &RealServer| config(server)["logging"]["level"].clone();
+        let level = |server: &RealServer| config(server, true)["logging"]["level"].clone();
         let base = "[logging]\nlevel = \"info\"\n";
-        assert_eq!(
-            level(&real(base, true, Some("error"))).as_str(),
-            Some("error")
-        );
-        assert_eq!(level(&real(base, true, None)).as_str(), Some("info"));
-        assert_eq!(level(&real("", true, None)).as_str(), Some("warn"));
-        assert_eq!(
-            level(&real("", true, Some("debug"))).as_str(),
-            Some("debug")
-        );
+        assert_eq!(level(&real(base, Some("error"))).as_str(), Some("error"));
+        assert_eq!(level(&real(base, None)).as_str(), Some("info"));
+        assert_eq!(level(&real("", None)).as_str(), Some("warn"));
+        assert_eq!(level(&real("", Some("debug"))).as_str(), Some("debug"));
     }
 
     #[test]
     fn a_section_that_is_not_a_table_is_refused_by_name() {
-        let server = real("storage = 5", true, None);
+        let server = real("storage = 5", None);
         let error = server
-            .config(1, Path::new("data"), Path::new("log"))
+            .config(1, Path::new("data"), true, Path::new("log"))
             .unwrap_err();
         assert!(error.contains("`storage`"), "{error}");
     }
