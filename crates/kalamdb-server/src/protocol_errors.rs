@@ -15,7 +15,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use kalamdb_http::{ApiError, ErrorCode};
@@ -25,6 +25,26 @@ const HYPER_ERROR_HEAD: &[u8] = b"HTTP/1.1 4";
 
 /// The headers hyper sends with such an answer, before its `date` line.
 const HYPER_ERROR_HEADERS: &[u8] = b"connection: close\r\ncontent-length: 0\r\n";
+
+/// hyper's status line for each protocol error, and the code and message the client gets.
+const PROTOCOL_ERRORS: [(&[u8], ErrorCode, &str); 3] = [
+    (
+        b"HTTP/1.1 400 Bad Request\r\n",
+        ErrorCode::MalformedRequest,
+        "the request is not valid HTTP/1.1: check its request line and headers \
+         (one Content-Length, a number; a Transfer-Encoding that ends in chunked)",
+    ),
+    (
+        b"HTTP/1.1 414 URI Too Long\r\n",
+        ErrorCode::UriTooLong,
+        "the request's path and query are too long; shorten them",
+    ),
+    (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        ErrorCode::HeadersTooLarge,
+        "the request's headers are too many or too large; send fewer",
+    ),
+];
 
 /// A connection's IO that rewrites hyper's empty protocol-error answers into JSON ones.
 #[derive(Debug)]
@@ -42,6 +62,17 @@ struct Replacement {
     stands_for: usize,
 }
 
+impl Replacement {
+    /// The answer to send instead of `written`, when that is hyper's protocol-error answer.
+    fn of(written: &[u8]) -> Option<Self> {
+        Some(Self {
+            bytes: replacement_for(written)?,
+            sent: 0,
+            stands_for: written.len(),
+        })
+    }
+}
+
 impl<I> JsonProtocolErrors<I> {
     /// Wraps a connection's IO.
     pub fn new(inner: I) -> Self {
@@ -57,32 +88,10 @@ fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
     if !written.starts_with(HYPER_ERROR_HEAD) {
         return None;
     }
-    let (status_line, error) = [
-        (
-            &b"HTTP/1.1 400 Bad Request\r\n"[..],
-            ApiError::new(
-                ErrorCode::MalformedRequest,
-                "the request is not valid HTTP/1.1: check its request line and headers \
-                 (one Content-Length, a number; a Transfer-Encoding that ends in chunked)",
-            ),
-        ),
-        (
-            &b"HTTP/1.1 414 URI Too Long\r\n"[..],
-            ApiError::new(
-                ErrorCode::UriTooLong,
-                "the request's path and query are too long; shorten them",
-            ),
-        ),
-        (
-            &b"HTTP/1.1 431 Request Header Fields Too Large\r\n"[..],
-            ApiError::new(
-                ErrorCode::HeadersTooLarge,
-                "the request's headers are too many or too large; send fewer",
-            ),
-        ),
-    ]
-    .into_iter()
-    .find(|(line, _)| written.starts_with(line))?;
+    // The error is built only for a match: the app's own 4xx answers pass through here too.
+    let (status_line, code, message) = PROTOCOL_ERRORS
+        .into_iter()
+        .find(|(line, _, _)| written.starts_with(line))?;
     let rest = written[status_line.len()..].strip_prefix(HYPER_ERROR_HEADERS)?;
     // What is left is at most the date line, then the blank line that ends the head: no body,
     // and no header of the app's.
@@ -94,7 +103,7 @@ fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
     if !one_date_line {
         return None;
     }
-    let body = error.body_json();
+    let body = ApiError::new(code, message).body_json();
     let mut answer = Vec::with_capacity(written.len() + body.len() + 64);
     answer.extend_from_slice(status_line);
     answer.extend_from_slice(b"connection: close\r\ncontent-type: application/json\r\n");
@@ -105,22 +114,35 @@ fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl<I: Write + Unpin> JsonProtocolErrors<I> {
-    /// Sends the replacement under way; once it is all out, reports hyper's bytes as written.
-    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Some(replacement) = self.replacing.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
+    /// Sends `replacement`; once it is all out, reports hyper's bytes as written. A write that
+    /// returns Pending is retried by hyper with the same bytes, so the rest waits in `replacing`.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut replacement: Replacement,
+    ) -> Poll<io::Result<usize>> {
         while replacement.sent < replacement.bytes.len() {
             let unsent = &replacement.bytes[replacement.sent..];
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, unsent))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            match Pin::new(&mut self.inner).poll_write(cx, unsent) {
+                Poll::Pending => {
+                    self.replacing = Some(replacement);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => replacement.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
-            replacement.sent += n;
         }
-        let stands_for = replacement.stands_for;
-        self.replacing = None;
-        Poll::Ready(Ok(stands_for))
+        Poll::Ready(Ok(replacement.stands_for))
+    }
+}
+
+/// The one slice with bytes in it, if exactly one has any: hyper's error answer is a head alone.
+fn only_filled<'a>(bufs: &'a [io::IoSlice<'_>]) -> Option<&'a [u8]> {
+    let mut filled = bufs.iter().filter(|b| !b.is_empty());
+    match (filled.next(), filled.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
     }
 }
 
@@ -141,18 +163,10 @@ impl<I: Write + Unpin> Write for JsonProtocolErrors<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // A write that returned Pending is retried with the same bytes: carry on with it.
-        if this.replacing.is_none() {
-            let Some(bytes) = replacement_for(buf) else {
-                return Pin::new(&mut this.inner).poll_write(cx, buf);
-            };
-            this.replacing = Some(Replacement {
-                bytes,
-                sent: 0,
-                stands_for: buf.len(),
-            });
+        match this.replacing.take().or_else(|| Replacement::of(buf)) {
+            Some(replacement) => this.poll_send(cx, replacement),
+            None => Pin::new(&mut this.inner).poll_write(cx, buf),
         }
-        this.poll_replacement(cx)
     }
 
     fn poll_write_vectored(
@@ -161,23 +175,11 @@ impl<I: Write + Unpin> Write for JsonProtocolErrors<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.replacing.is_none() {
-            // hyper's error answer is a head alone, in one slice.
-            let mut filled = bufs.iter().filter(|b| !b.is_empty());
-            let only = match (filled.next(), filled.next()) {
-                (Some(only), None) => Some(only),
-                _ => None,
-            };
-            let Some((bytes, only)) = only.and_then(|b| Some((replacement_for(b)?, b))) else {
-                return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-            };
-            this.replacing = Some(Replacement {
-                bytes,
-                sent: 0,
-                stands_for: only.len(),
-            });
+        let replacing = this.replacing.take();
+        match replacing.or_else(|| only_filled(bufs).and_then(Replacement::of)) {
+            Some(replacement) => this.poll_send(cx, replacement),
+            None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
         }
-        this.poll_replacement(cx)
     }
 
     fn is_write_vectored(&self) -> bool {
