@@ -220,11 +220,11 @@ fn real_server(cli: &Cli) -> Result<Option<RealServer>, String> {
         Some(path) => servers::read_base_config(path)?,
         None => toml::Table::new(),
     };
-    Ok(Some(RealServer {
-        binary: server_binary(cli)?,
+    Ok(Some(RealServer::new(
+        server_binary(cli)?,
         base,
-        log_level: cli.log_level.clone(),
-    }))
+        cli.log_level.clone(),
+    )))
 }
 
 /// Starts a real server with `storage.sync_writes = sync_writes` and `preload` messages in the

@@ -82,11 +82,12 @@ fn wait_until_listening(addr: SocketAddr, child: &mut Child) -> Result<(), Strin
 #[derive(Debug, Clone)]
 pub(crate) struct RealServer {
     /// The `kalamdb-server` binary.
-    pub(crate) binary: PathBuf,
+    binary: PathBuf,
     /// The operator's configuration (`--server-config`), the base every run's config starts from.
-    pub(crate) base: toml::Table,
-    /// `logging.level` from `--log-level`; `None` keeps the base's, or else [`DEFAULT_LOG_LEVEL`].
-    pub(crate) log_level: Option<String>,
+    base: toml::Table,
+    /// The `logging.level` set over the base: `--log-level`, or else [`DEFAULT_LOG_LEVEL`] when
+    /// the base has none; `None` keeps the base's.
+    log_level: Option<String>,
 }
 
 /// The server's log level when neither `--log-level` nor the base config sets one: per-request
@@ -108,6 +109,21 @@ pub(crate) fn read_base_config(path: &Path) -> Result<toml::Table, String> {
 }
 
 impl RealServer {
+    /// The settings for `binary` on the operator's `base`, with `--log-level` if given.
+    pub(crate) fn new(binary: PathBuf, base: toml::Table, log_level: Option<String>) -> Self {
+        let base_has_level = base
+            .get("logging")
+            .and_then(|logging| logging.get("level"))
+            .is_some();
+        let log_level =
+            log_level.or_else(|| (!base_has_level).then(|| DEFAULT_LOG_LEVEL.to_owned()));
+        Self {
+            binary,
+            base,
+            log_level,
+        }
+    }
+
     /// The configuration of one run: the base, with what the benchmark must own set over it.
     /// The server listens on loopback only, on `port`, stores in `data` with `sync_writes` and
     /// logs to `log_file`; every other key (layers, limits, storage tuning) is the operator's.
@@ -125,14 +141,8 @@ impl RealServer {
         set(&mut config, "storage", "rocksdb_path", path(data))?;
         set(&mut config, "storage", "sync_writes", sync_writes.into())?;
         set(&mut config, "logging", "file_path", path(log_file))?;
-        let keeps_level = self.log_level.is_none()
-            && config
-                .get("logging")
-                .and_then(|logging| logging.get("level"))
-                .is_some();
-        if !keeps_level {
-            let level = self.log_level.as_deref().unwrap_or(DEFAULT_LOG_LEVEL);
-            set(&mut config, "logging", "level", level.into())?;
+        if let Some(level) = &self.log_level {
+            set(&mut config, "logging", "level", level.as_str().into())?;
         }
         toml::to_string(&config).map_err(|e| format!("cannot write the server config: {e}"))
     }
@@ -239,11 +249,11 @@ mod tests {
     use super::*;
 
     fn real(base: &str, log_level: Option<&str>) -> RealServer {
-        RealServer {
-            binary: PathBuf::from("kalamdb-server"),
-            base: base.parse().expect("test TOML"),
-            log_level: log_level.map(str::to_owned),
-        }
+        RealServer::new(
+            PathBuf::from("kalamdb-server"),
+            base.parse().expect("test TOML"),
+            log_level.map(str::to_owned),
+        )
     }
 
     fn config(server: &RealServer, sync_writes: bool) -> toml::Table {
