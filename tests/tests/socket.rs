@@ -146,6 +146,7 @@ async fn requests_hyper_cannot_parse_get_the_json_error_body() {
             "headers_too_large",
         ),
     ];
+    let mut request_ids = std::collections::HashSet::new();
     for (raw, status, code) in cases {
         let answer = raw_exchange(&server, raw.as_bytes()).await;
         let what = &raw[..raw.len().min(60)];
@@ -158,6 +159,12 @@ async fn requests_hyper_cannot_parse_get_the_json_error_body() {
             head.contains("content-type: application/json"),
             "{what}: {head}"
         );
+        // Like every other answer, each carries a request id of its own.
+        let request_id = head
+            .lines()
+            .find_map(|line| line.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("{what}: no x-request-id in {head}"));
+        assert!(request_ids.insert(request_id.to_owned()), "{what}: {head}");
         let json: serde_json::Value = serde_json::from_str(body).expect(what);
         assert_eq!(json["error"], code, "{what}");
         assert!(

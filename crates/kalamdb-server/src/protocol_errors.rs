@@ -6,14 +6,17 @@
 //! hyper answers it itself, 400, 414 or 431 with an empty body, and closes the connection. No
 //! layer sees it, and hyper 1.x has no hook for that answer (hyperium/hyper#3225). So the
 //! connection's IO is wrapped: when hyper writes exactly that answer, the wrapper sends the same
-//! status and headers with the JSON body and its length instead. Everything else passes through
-//! untouched; the check costs one comparison of a response's first bytes.
+//! status and headers with the JSON body and its length instead, plus a new `x-request-id` (the
+//! client's own could not be read), and logs the refusal at `info` with that id and the peer
+//! address, as the request log would have. Everything else passes through untouched; the check
+//! costs one comparison of a response's first bytes.
 //!
 //! The match is on the bytes hyper 1.x writes for these errors. Were a later hyper to word them
 //! differently, its answer would go out unchanged, and the tests that send such requests
 //! (`tests/tests/socket.rs`) would fail.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -50,6 +53,8 @@ const PROTOCOL_ERRORS: [(&[u8], ErrorCode, &str); 3] = [
 #[derive(Debug)]
 pub struct JsonProtocolErrors<I> {
     inner: I,
+    /// The connection's peer, for the log line of a refusal.
+    peer: SocketAddr,
     /// An answer being sent in place of hyper's: its bytes, how many are sent, and how many of
     /// hyper's bytes it stands for.
     replacing: Option<Replacement>,
@@ -63,10 +68,20 @@ struct Replacement {
 }
 
 impl Replacement {
-    /// The answer to send instead of `written`, when that is hyper's protocol-error answer.
-    fn of(written: &[u8]) -> Option<Self> {
+    /// The answer to send instead of `written`, when that is hyper's protocol-error answer; the
+    /// refusal is logged here, once, since a replacement is made once per answer.
+    fn of(written: &[u8], peer: SocketAddr) -> Option<Self> {
+        let refusal = Refusal::of(written)?;
+        let request_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        tracing::info!(
+            status = refusal.code.status().as_u16(),
+            error = refusal.code.as_str(),
+            %request_id,
+            %peer,
+            "refused a request that is not valid HTTP/1.1",
+        );
         Some(Self {
-            bytes: replacement_for(written)?,
+            bytes: refusal.answer(&request_id),
             sent: 0,
             stands_for: written.len(),
         })
@@ -74,43 +89,63 @@ impl Replacement {
 }
 
 impl<I> JsonProtocolErrors<I> {
-    /// Wraps a connection's IO.
-    pub fn new(inner: I) -> Self {
+    /// Wraps the IO of a connection from `peer`.
+    pub fn new(inner: I, peer: SocketAddr) -> Self {
         Self {
             inner,
+            peer,
             replacing: None,
         }
     }
 }
 
-/// The JSON answer to send for `written`, when it is one of hyper's protocol-error answers.
-fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
-    if !written.starts_with(HYPER_ERROR_HEAD) {
-        return None;
+/// One of hyper's protocol-error answers, recognised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Refusal<'a> {
+    status_line: &'static [u8],
+    code: ErrorCode,
+    message: &'static str,
+    /// hyper's `date` line, if it sent one, and the blank line that ends its head.
+    end_of_head: &'a [u8],
+}
+
+impl<'a> Refusal<'a> {
+    /// Recognises `written` as one of hyper's protocol-error answers.
+    fn of(written: &'a [u8]) -> Option<Self> {
+        if !written.starts_with(HYPER_ERROR_HEAD) {
+            return None;
+        }
+        let (status_line, code, message) = PROTOCOL_ERRORS
+            .into_iter()
+            .find(|(line, _, _)| written.starts_with(line))?;
+        let end_of_head = written[status_line.len()..].strip_prefix(HYPER_ERROR_HEADERS)?;
+        // What is left is at most the date line, then the blank line that ends the head: no
+        // body, and no header of the app's.
+        let date_lines = end_of_head.strip_suffix(b"\r\n")?;
+        let one_date_line = date_lines.is_empty()
+            || (date_lines.starts_with(b"date: ")
+                && date_lines.ends_with(b"\r\n")
+                && !date_lines[..date_lines.len() - 2].contains(&b'\n'));
+        one_date_line.then_some(Self {
+            status_line,
+            code,
+            message,
+            end_of_head,
+        })
     }
-    // The error is built only for a match: the app's own 4xx answers pass through here too.
-    let (status_line, code, message) = PROTOCOL_ERRORS
-        .into_iter()
-        .find(|(line, _, _)| written.starts_with(line))?;
-    let rest = written[status_line.len()..].strip_prefix(HYPER_ERROR_HEADERS)?;
-    // What is left is at most the date line, then the blank line that ends the head: no body,
-    // and no header of the app's.
-    let date_lines = rest.strip_suffix(b"\r\n")?;
-    let one_date_line = date_lines.is_empty()
-        || (date_lines.starts_with(b"date: ")
-            && date_lines.ends_with(b"\r\n")
-            && !date_lines[..date_lines.len() - 2].contains(&b'\n'));
-    if !one_date_line {
-        return None;
+
+    /// The JSON answer to send instead, carrying `request_id`.
+    fn answer(&self, request_id: &str) -> Vec<u8> {
+        let body = ApiError::new(self.code, self.message).body_json();
+        let mut answer = Vec::with_capacity(body.len() + 256);
+        answer.extend_from_slice(self.status_line);
+        answer.extend_from_slice(b"connection: close\r\ncontent-type: application/json\r\n");
+        answer.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        answer.extend_from_slice(format!("x-request-id: {request_id}\r\n").as_bytes());
+        answer.extend_from_slice(self.end_of_head);
+        answer.extend_from_slice(&body);
+        answer
     }
-    let body = ApiError::new(code, message).body_json();
-    let mut answer = Vec::with_capacity(written.len() + body.len() + 64);
-    answer.extend_from_slice(status_line);
-    answer.extend_from_slice(b"connection: close\r\ncontent-type: application/json\r\n");
-    answer.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-    answer.extend_from_slice(rest);
-    answer.extend_from_slice(&body);
-    Some(answer)
 }
 
 impl<I: Write + Unpin> JsonProtocolErrors<I> {
@@ -163,7 +198,8 @@ impl<I: Write + Unpin> Write for JsonProtocolErrors<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match this.replacing.take().or_else(|| Replacement::of(buf)) {
+        let peer = this.peer;
+        match this.replacing.take().or_else(|| Replacement::of(buf, peer)) {
             Some(replacement) => this.poll_send(cx, replacement),
             None => Pin::new(&mut this.inner).poll_write(cx, buf),
         }
@@ -175,8 +211,8 @@ impl<I: Write + Unpin> Write for JsonProtocolErrors<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let replacing = this.replacing.take();
-        match replacing.or_else(|| only_filled(bufs).and_then(Replacement::of)) {
+        let (replacing, peer) = (this.replacing.take(), this.peer);
+        match replacing.or_else(|| only_filled(bufs).and_then(|b| Replacement::of(b, peer))) {
             Some(replacement) => this.poll_send(cx, replacement),
             None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
         }
@@ -200,6 +236,31 @@ mod tests {
     use super::*;
 
     const DATE: &str = "date: Thu, 26 Nov 2026 11:50:06 GMT\r\n";
+    const PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        40000,
+    ));
+
+    fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
+        Refusal::of(written).map(|refusal| refusal.answer("test-id"))
+    }
+
+    /// `answer` with its request id, which is new for every answer, set to `test-id`.
+    fn with_test_id(answer: &[u8]) -> Vec<u8> {
+        let text = std::str::from_utf8(answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let head: Vec<String> = head
+            .split("\r\n")
+            .map(|line| match line.strip_prefix("x-request-id: ") {
+                Some(id) => {
+                    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+                    "x-request-id: test-id".to_owned()
+                }
+                None => line.to_owned(),
+            })
+            .collect();
+        format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
+    }
 
     fn hyper_answer(status_line: &str) -> Vec<u8> {
         format!("{status_line}\r\nconnection: close\r\ncontent-length: 0\r\n{DATE}\r\n")
@@ -237,6 +298,7 @@ mod tests {
                 head.contains("\r\ncontent-type: application/json\r\n"),
                 "{head}"
             );
+            assert!(head.contains("\r\nx-request-id: test-id\r\n"), "{head}");
             assert!(head.ends_with(DATE.trim_end()), "{head}");
             assert_eq!(body["error"], code);
             assert!(!body["message"].as_str().unwrap().is_empty());
@@ -302,12 +364,19 @@ mod tests {
         let hyper = hyper_answer("HTTP/1.1 431 Request Header Fields Too Large");
         let expected = replacement_for(&hyper).unwrap();
         for vectored in [false, true] {
-            let mut io = JsonProtocolErrors::new(Trickle {
-                step: 7,
-                ..Trickle::default()
-            });
+            let mut io = JsonProtocolErrors::new(
+                Trickle {
+                    step: 7,
+                    ..Trickle::default()
+                },
+                PEER,
+            );
             assert_eq!(write_all(&mut io, &hyper, vectored), [hyper.len()]);
-            assert_eq!(io.inner.written, expected, "vectored: {vectored}");
+            assert_eq!(
+                with_test_id(&io.inner.written),
+                expected,
+                "vectored: {vectored}"
+            );
             // What hyper writes after it (nothing, in practice) is not touched.
             io.inner.written.clear();
             write_all(&mut io, b"more", vectored);
@@ -318,10 +387,13 @@ mod tests {
     #[test]
     fn other_writes_pass_through_in_the_sockets_own_steps() {
         let app = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        let mut io = JsonProtocolErrors::new(Trickle {
-            step: 10,
-            ..Trickle::default()
-        });
+        let mut io = JsonProtocolErrors::new(
+            Trickle {
+                step: 10,
+                ..Trickle::default()
+            },
+            PEER,
+        );
         assert_eq!(write_all(&mut io, app, false), [10, 10, 10, 10]);
         assert_eq!(io.inner.written, app);
     }

@@ -108,7 +108,7 @@ where
                     let service = TowerToHyperService::new(with_peer(app.clone(), peer));
                     let connection = builder
                         .serve_connection_with_upgrades(
-                            JsonProtocolErrors::new(TokioIo::new(stream)),
+                            JsonProtocolErrors::new(TokioIo::new(stream), peer),
                             service,
                         )
                         .into_owned();

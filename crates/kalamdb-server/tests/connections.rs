@@ -1,5 +1,5 @@
 //! The real binary's connection handling: slowloris clients, the header read timeout,
-//! keep-alive and the connection cap.
+//! keep-alive, the connection cap, and requests that are not valid HTTP.
 
 mod common;
 
@@ -170,4 +170,45 @@ fn a_content_length_that_disagrees_with_the_body_is_a_json_400() {
     )
     .unwrap();
     assert_eq!(page.json["count"], 0);
+}
+
+#[test]
+fn a_request_that_is_not_http_is_logged_with_the_id_its_answer_carries() {
+    let dir = ServerDir::new("");
+    let server = dir.start();
+    let body = r#"{"conversation_id":"c","from":"a","content":"a very private sentence"}"#;
+    let answer = exchange(
+        server.addr,
+        format!(
+            "POST /api/v1/messages HTTP/1.1\r\nHost: kalamdb\r\n\
+             Content-Type: application/json\r\nContent-Length: many\r\n\r\n{body}"
+        )
+        .as_bytes(),
+        false,
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("\"error\":\"malformed_request\""),
+        "{answer}"
+    );
+    let request_id = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no x-request-id in {answer}"))
+        .to_owned();
+    assert!(server.stop().success());
+
+    let log = std::fs::read_to_string(dir.log_path()).unwrap();
+    let line = log
+        .lines()
+        .find(|line| line.contains(&format!("request_id={request_id}")))
+        .unwrap_or_else(|| panic!("no line with {request_id} in {log}"));
+    for field in [
+        "status=400",
+        "error=\"malformed_request\"",
+        "peer=127.0.0.1:",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    assert!(!log.contains("a very private sentence"), "{log}");
 }
