@@ -100,7 +100,7 @@ impl<I> JsonProtocolErrors<I> {
 }
 
 /// One of hyper's protocol-error answers, recognised.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug)]
 struct Refusal<'a> {
     status_line: &'static [u8],
     code: ErrorCode,
