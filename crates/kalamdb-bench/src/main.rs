@@ -111,6 +111,8 @@ struct ScenarioResult {
     noop: Measured,
     /// Server req/s over no-op req/s.
     throughput_ratio: f64,
+    /// Each round's server req/s over the no-op's in the same round, in run order.
+    round_ratios: Vec<f64>,
     /// Server p50 over no-op p50.
     p50_ratio: f64,
     /// Messages stored or read per second by the server (requests × messages per request).
@@ -180,6 +182,27 @@ fn suite(name: &str) -> Result<Vec<Scenario>, String> {
         ]),
         other => Err(format!("unknown suite {other:?}: use standard or quick")),
     }
+}
+
+/// Each round's server req/s over the no-op's from the same round. The two ran back to back, so
+/// the spread of these shows how far the machine moved under the scenario: a target met by the
+/// median ratio but not by the lowest round is met by luck as much as by the server.
+fn round_ratios(server: &[Measured], noop: &[Measured]) -> Vec<f64> {
+    server
+        .iter()
+        .zip(noop)
+        .map(|(s, n)| s.requests_per_sec / n.requests_per_sec.max(f64::MIN_POSITIVE))
+        .collect()
+}
+
+/// `min-max` of the round ratios, for the printed line.
+fn spread(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return "-".to_owned();
+    }
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.2}-{max:.2}x")
 }
 
 fn median(mut runs: Vec<Measured>) -> Measured {
@@ -292,10 +315,12 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
             real_runs
                 .push(load::run(addr, scenario.workload, scenario.connections, duration).await);
         }
+        let round_ratios = round_ratios(&real_runs, &noop_runs);
         let (server_m, noop_m) = (median(real_runs), median(noop_runs));
         let result = ScenarioResult {
             throughput_ratio: server_m.requests_per_sec
                 / noop_m.requests_per_sec.max(f64::MIN_POSITIVE),
+            round_ratios,
             p50_ratio: server_m.p50_us as f64 / noop_m.p50_us.max(1) as f64,
             server_messages_per_sec: server_m.requests_per_sec
                 * scenario.workload.messages_per_request() as f64,
@@ -376,7 +401,8 @@ fn mib(bytes: Option<u64>) -> String {
 fn print_result(r: &ScenarioResult) {
     println!(
         "{:<38} server {:>9.0} req/s p50 {:>6} us p99 {:>6} us p999 {:>6} us err {:>4} | \
-         no-op {:>9.0} req/s p50 {:>5} us | ratio {:.2}x, p50 {:.2}x | {:.0} msg/s | rss {}",
+         no-op {:>9.0} req/s p50 {:>5} us | ratio {:.2}x (rounds {}), p50 {:.2}x | {:.0} msg/s | \
+         rss {}",
         r.scenario.name,
         r.server.requests_per_sec,
         r.server.p50_us,
@@ -386,6 +412,7 @@ fn print_result(r: &ScenarioResult) {
         r.noop.requests_per_sec,
         r.noop.p50_us,
         r.throughput_ratio,
+        spread(&r.round_ratios),
         r.p50_ratio,
         r.server_messages_per_sec,
         mib(r.server_peak_rss_bytes)
@@ -444,6 +471,30 @@ mod tests {
         let durable = suite("standard").unwrap()[0].name;
         assert!(durable.starts_with("durable insert, 64"), "{durable}");
         assert_eq!(names(durable), [durable]);
+    }
+
+    fn at(requests_per_sec: f64) -> Measured {
+        Measured {
+            requests_per_sec,
+            p50_us: 0,
+            p99_us: 0,
+            p999_us: 0,
+            errors: 0,
+            ok: 0,
+        }
+    }
+
+    #[test]
+    fn each_round_is_compared_with_the_no_op_run_beside_it() {
+        // Paired by round, not by rank: the medians alone (20k over 30k, 0.67) hide both rounds
+        // at 0.5.
+        let server = [at(10_000.0), at(30_000.0), at(20_000.0)];
+        let noop = [at(20_000.0), at(30_000.0), at(40_000.0)];
+        let ratios = round_ratios(&server, &noop);
+        assert_eq!(ratios, [0.5, 1.0, 0.5]);
+        assert_eq!(spread(&ratios), "0.50-1.00x");
+        assert_eq!(spread(&[0.4321]), "0.43-0.43x");
+        assert_eq!(spread(&[]), "-");
     }
 
     #[test]

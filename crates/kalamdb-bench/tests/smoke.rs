@@ -34,7 +34,14 @@ fn a_one_second_quick_run_reports_sane_figures() {
             let p99 = measured["p99_us"].as_u64().unwrap();
             assert!(p50 > 0 && p50 <= p99, "{scenario}");
         }
-        assert!(scenario["throughput_ratio"].as_f64().unwrap() > 0.0);
+        let ratio = scenario["throughput_ratio"].as_f64().unwrap();
+        assert!(ratio > 0.0);
+        // One round: its own ratio is the scenario's.
+        assert_eq!(
+            scenario["round_ratios"],
+            serde_json::json!([ratio]),
+            "{scenario}"
+        );
         assert!(scenario["server_peak_rss_bytes"].as_u64().unwrap() > 1_000_000);
     }
     // The stream mode: every subscriber heard every insert, and the figures are ordered.
@@ -49,5 +56,6 @@ fn a_one_second_quick_run_reports_sane_figures() {
     );
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("ratio"), "{text}");
+    assert!(text.contains("(rounds "), "{text}");
     assert!(text.contains("insert -> event"), "{text}");
 }
