@@ -212,7 +212,10 @@ fn median(mut runs: Vec<Measured>) -> Measured {
 
 fn server_binary(cli: &Cli) -> Result<PathBuf, String> {
     if let Some(path) = &cli.server_bin {
-        return Ok(path.clone());
+        // Absolute, because each server starts in its own temp dir, where a relative path would
+        // name nothing.
+        return std::fs::canonicalize(path)
+            .map_err(|e| format!("--server-bin {}: {e}", path.display()));
     }
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = me.parent().ok_or("no directory")?;
@@ -495,6 +498,21 @@ mod tests {
         assert_eq!(spread(&ratios), "0.50-1.00x");
         assert_eq!(spread(&[0.4321]), "0.43-0.43x");
         assert_eq!(spread(&[]), "-");
+    }
+
+    #[test]
+    fn a_relative_server_binary_is_found_from_where_the_benchmark_was_started() {
+        let cli = Cli::parse_from(["kalamdb-bench", "--server-bin", "Cargo.toml"]);
+        let found = server_binary(&cli).unwrap();
+        assert!(found.is_absolute(), "{}", found.display());
+        assert_eq!(found, std::fs::canonicalize("Cargo.toml").unwrap());
+
+        let cli = Cli::parse_from(["kalamdb-bench", "--server-bin", "no/such/server"]);
+        let error = server_binary(&cli).unwrap_err();
+        assert!(
+            error.starts_with("--server-bin no/such/server: "),
+            "{error}"
+        );
     }
 
     #[test]
