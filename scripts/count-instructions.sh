@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Counts the instructions the server spends on each insert, with valgrind's callgrind.
+# Counts the instructions the server spends on each insert or query, with valgrind's callgrind.
 #
-#   scripts/count-instructions.sh [single|batch] [SERVER_BINARY]
+#   scripts/count-instructions.sh [single|batch|query] [SERVER_BINARY]
 #
 # Starts the server under callgrind on a temp dir (sync_writes = false, port 18080), warms it up,
 # then counts every thread's user-space instructions while 3,000 single inserts (or 300 batches
 # of 100) arrive over 4 keep-alive connections, one request at a time. Prints instructions per
-# message. Unlike the wall-clock benchmark, the count is nearly the same on every run, so a change
-# of a percent shows. Needs valgrind and python3; the binary defaults to
+# message. `query` first stores 10,000 messages in one conversation (still in the memtable), then
+# counts 2,000 queries for its latest 50 (`desc`, the benchmark's query-50) and prints
+# instructions per query. Unlike the wall-clock benchmark, the count is nearly the same on every
+# run, so a change of a percent shows. Needs valgrind and python3; the binary defaults to
 # target/release/kalamdb-server (build it with `cargo build --release --bins`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,8 @@ port=18080
 case "$mode" in
     single) warmup=300 requests=3000 per_request=1 ;;
     batch) warmup=30 requests=300 per_request=100 ;;
-    *) echo "usage: $0 [single|batch] [SERVER_BINARY]" >&2; exit 2 ;;
+    query) warmup=200 requests=2000 per_request=1 ;;
+    *) echo "usage: $0 [single|batch|query] [SERVER_BINARY]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 
@@ -52,12 +55,17 @@ for _ in $(seq 1 120); do
 done
 
 send() {
-    python3 - "$1" "$port" "$mode" <<'EOF'
+    python3 - "$1" "$port" "${2:-$mode}" <<'EOF'
 import http.client, json, sys
 count, port, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 message = {"conversation_id": "count-c1", "from": "count", "content": "x" * 200}
-if mode == "batch":
+if mode == "batch" or mode == "preload":
+    if mode == "preload":
+        message["conversation_id"] = "count-query"
     path, body = "/api/v1/messages/batch", json.dumps({"messages": [message] * 100})
+elif mode == "query":
+    query = {"conversation_id": "count-query", "limit": 50, "order": "desc"}
+    path, body = "/api/v1/query", json.dumps(query)
 else:
     path, body = "/api/v1/messages", json.dumps(message)
 connections = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
@@ -71,10 +79,17 @@ for i in range(count):
 EOF
 }
 
+if [ "$mode" = query ]; then
+    send 100 preload
+fi
 send "$warmup"
 callgrind_control -i on "$server" >/dev/null 2>&1
 send "$requests"
 callgrind_control -i off "$server" >/dev/null 2>&1
 callgrind_control -d "$server" >/dev/null 2>&1
 total=$(cat "$dir"/callgrind.out* | awk '/^totals:/ { sum += $2 } END { print sum }')
-echo "$mode: $((total / (requests * per_request))) instructions per message ($total for $((requests * per_request)) messages)"
+if [ "$mode" = query ]; then
+    echo "$mode: $((total / requests)) instructions per query ($total for $requests queries)"
+else
+    echo "$mode: $((total / (requests * per_request))) instructions per message ($total for $((requests * per_request)) messages)"
+fi
