@@ -84,23 +84,46 @@ pub fn bucket(conversation_id: &[u8]) -> [u8; MEMTABLE_HINT_PREFIX_LEN] {
 
 /// The `messages` key of message `id` in `conversation_id`. A larger id gives a smaller key.
 pub fn message_key(conversation_id: &str, id: MessageId) -> Vec<u8> {
-    with_id(conversation_prefix(conversation_id), id)
+    let mut key = Vec::new();
+    write_message_key(&mut key, conversation_id, id);
+    key
+}
+
+/// [`message_key`] written into `out` in place of what it held, so that a writer storing many
+/// messages reuses one buffer instead of allocating a key for each.
+pub fn write_message_key(out: &mut Vec<u8>, conversation_id: &str, id: MessageId) {
+    out.clear();
+    push_conversation_prefix(out, conversation_id);
+    push_id(out, id);
 }
 
 /// `bucket ‖ conversation_id ‖ 0x02`, what every key of the conversation starts with, with room
 /// for the id.
 fn conversation_prefix(conversation_id: &str) -> Vec<u8> {
-    let mut prefix = Vec::with_capacity(MEMTABLE_HINT_PREFIX_LEN + conversation_id.len() + 9);
-    prefix.extend_from_slice(&bucket(conversation_id.as_bytes()));
-    prefix.extend_from_slice(conversation_id.as_bytes());
-    prefix.push(SEPARATOR);
+    let mut prefix = Vec::new();
+    push_conversation_prefix(&mut prefix, conversation_id);
     prefix
+}
+
+/// How much longer a message key is than its conversation id: the bucket, the separator and the
+/// id.
+pub const MESSAGE_KEY_OVERHEAD: usize = MEMTABLE_HINT_PREFIX_LEN + 1 + 8;
+
+fn push_conversation_prefix(out: &mut Vec<u8>, conversation_id: &str) {
+    out.reserve(MESSAGE_KEY_OVERHEAD + conversation_id.len());
+    out.extend_from_slice(&bucket(conversation_id.as_bytes()));
+    out.extend_from_slice(conversation_id.as_bytes());
+    out.push(SEPARATOR);
 }
 
 /// A conversation's `prefix` completed into the key of message `id`.
 fn with_id(mut prefix: Vec<u8>, id: MessageId) -> Vec<u8> {
-    prefix.extend_from_slice(&(!id.as_u64()).to_be_bytes());
+    push_id(&mut prefix, id);
     prefix
+}
+
+fn push_id(out: &mut Vec<u8>, id: MessageId) {
+    out.extend_from_slice(&(!id.as_u64()).to_be_bytes());
 }
 
 /// Splits a `messages` key into its conversation id bytes and message id.
@@ -198,18 +221,32 @@ pub fn decode_index_key(key: &[u8]) -> Option<MessageId> {
 
 /// Prefixes `payload` with the version byte.
 pub fn encode_value(payload: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(payload.len() + 1);
-    value.push(VALUE_VERSION);
-    value.extend_from_slice(payload);
+    let mut value = Vec::new();
+    write_value(&mut value, payload);
     value
+}
+
+/// [`encode_value`] written into `out` in place of what it held.
+pub fn write_value(out: &mut Vec<u8>, payload: &[u8]) {
+    out.clear();
+    out.reserve(payload.len() + 1);
+    out.push(VALUE_VERSION);
+    out.extend_from_slice(payload);
 }
 
 /// A message's value: the version byte, then its JSON as the message `id`.
 pub fn message_value(message: &PreparedMessage, id: MessageId) -> Vec<u8> {
-    let mut value = Vec::with_capacity(message.approximate_json_len() + 1);
-    value.push(VALUE_VERSION);
-    message.write_json(id, &mut value);
+    let mut value = Vec::new();
+    write_message_value(&mut value, message, id);
     value
+}
+
+/// [`message_value`] written into `out` in place of what it held.
+pub fn write_message_value(out: &mut Vec<u8>, message: &PreparedMessage, id: MessageId) {
+    out.clear();
+    out.reserve(message.approximate_json_len() + 1);
+    out.push(VALUE_VERSION);
+    message.write_json(id, out);
 }
 
 /// The payload of a value this build understands, or `None` for an unknown version.
@@ -342,6 +379,20 @@ mod tests {
             }
         }
 
+        /// The group writer reuses one buffer for every key: each holds its own key alone.
+        #[test]
+        fn a_reused_key_buffer_holds_only_the_last_key(
+            a in (conversation_id(), id()),
+            b in (conversation_id(), id()),
+        ) {
+            let mut key = Vec::new();
+            write_message_key(&mut key, &a.0, a.1);
+            write_message_key(&mut key, &b.0, b.1);
+            prop_assert_eq!(decode_message_key(&key), Some((b.0.as_bytes(), b.1)));
+            prop_assert_eq!(key.len(), MESSAGE_KEY_OVERHEAD + b.0.len());
+            prop_assert_eq!(key, message_key(&b.0, b.1));
+        }
+
         #[test]
         fn message_keys_round_trip(c in conversation_id(), i in id()) {
             let key = message_key(&c, i);
@@ -421,5 +472,23 @@ mod tests {
         assert_eq!(decode_value(&value), Some(&b"{}"[..]));
         assert_eq!(decode_value(b"\x02{}"), None);
         assert_eq!(decode_value(b""), None);
+    }
+
+    #[test]
+    fn a_reused_value_buffer_holds_only_the_last_value() {
+        let message = PreparedMessage::new(kalamdb_core::NewMessage {
+            conversation_id: "c1".into(),
+            from: "a".into(),
+            content: "hi".into(),
+            metadata: Default::default(),
+        })
+        .unwrap();
+        let id = MessageId::from_u64(9);
+        let mut value = b"left over from a longer value, which must not survive".to_vec();
+        write_message_value(&mut value, &message, id);
+        assert_eq!(decode_value(&value), Some(message.to_json(id).as_slice()));
+        assert_eq!(value, message_value(&message, id));
+        write_value(&mut value, b"c1");
+        assert_eq!(decode_value(&value), Some(&b"c1"[..]));
     }
 }
