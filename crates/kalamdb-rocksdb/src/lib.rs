@@ -151,6 +151,8 @@ pub struct RocksStore {
     /// Held across id assignment and the write, so ids become visible in increasing order.
     writer: Mutex<IdGenerator>,
     sync_writes: bool,
+    /// Built once: each write made its own, a C++ allocation and two calls across the FFI.
+    write_options: WriteOptions,
     idempotency_ttl_ms: u64,
     closed: AtomicBool,
 }
@@ -229,6 +231,7 @@ impl RocksStore {
             path,
             writer: Mutex::new(ids),
             sync_writes: options.sync_writes,
+            write_options: write_options(options.sync_writes),
             idempotency_ttl_ms: u64::try_from(options.idempotency_ttl.as_millis())
                 .unwrap_or(u64::MAX),
             closed: AtomicBool::new(false),
@@ -268,12 +271,12 @@ impl RocksStore {
         }
         Ok(())
     }
+}
 
-    fn write_options(&self) -> WriteOptions {
-        let mut options = WriteOptions::default();
-        options.set_sync(self.sync_writes);
-        options
-    }
+fn write_options(sync_writes: bool) -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(sync_writes);
+    options
 }
 
 /// Milliseconds since the Unix epoch; 0 if the clock is before it.
@@ -473,7 +476,7 @@ impl Store for RocksStore {
             );
         }
         self.db
-            .write_opt(batch, &self.write_options())
+            .write_opt(batch, &self.write_options)
             .map_err(store_error)?;
         drop(ids);
         Ok(inserted)
