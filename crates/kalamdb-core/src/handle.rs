@@ -432,11 +432,16 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
                 })
                 .collect();
             let mut inserted = inserted.into_iter();
-            for (count, waiting) in counts.into_iter().zip(replies) {
+            for (count, mut waiting) in counts.into_iter().zip(replies) {
                 let answer: Vec<Inserted> = inserted.by_ref().take(count).collect();
+                // More than one waits only for retries that share an idempotency key: all but one
+                // get copies, and the one, almost always alone, gets the answer itself.
                 // A requester that gave up (its connection closed) no longer needs an answer.
-                for reply in waiting {
-                    let _ = reply.send(Ok(answer.clone()));
+                if let Some(last) = waiting.pop() {
+                    for reply in waiting {
+                        let _ = reply.send(Ok(answer.clone()));
+                    }
+                    let _ = last.send(Ok(answer));
                 }
             }
             hub.publish(committed);
