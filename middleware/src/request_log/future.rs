@@ -63,9 +63,7 @@ where
         match &result {
             Ok(response) => {
                 let bytes = response.body().size_hint().exact();
-                let response_bytes = tracing::field::display(
-                    bytes.map_or_else(|| "-".to_owned(), |b| b.to_string()),
-                );
+                let response_bytes = tracing::field::display(super::OrDash(bytes));
                 log!(status = response.status().as_u16(), response_bytes)
             }
             // Only when placed inside the rescue layer, which the server's stack does not do.

@@ -30,6 +30,19 @@ mod future;
 mod layer;
 mod service;
 
+/// A field that may be missing: formatted, as itself or `-`, only when the line is written, so a
+/// level filter that drops request lines costs no allocation.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 pub use future::ResponseFuture;
 pub use layer::RequestLogLayer;
 pub use service::RequestLog;

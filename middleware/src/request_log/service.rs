@@ -36,7 +36,7 @@ where
             method = %request.method(),
             path = %request.uri().path(),
             request_id = %request_id.map_or("-", RequestId::as_str),
-            peer = tracing::field::display(peer.map_or_else(|| "-".to_owned(), |p| p.to_string())),
+            peer = tracing::field::display(super::OrDash(peer)),
         );
         let future = {
             let _entered = span.enter();

@@ -90,6 +90,39 @@ async fn logs_method_path_status_latency_and_peer_but_no_content() {
     assert!(!log.contains("token=abc"), "{log}");
 }
 
+/// A body whose length is not known up front, like an event stream's.
+struct Unsized;
+
+impl http_body::Body for Unsized {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+}
+
+#[tokio::test]
+async fn a_missing_peer_and_an_unknown_length_log_as_dashes() {
+    let (captured, _guard) = capture();
+    let request = Request::get("/api/v1/stream")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    ServiceBuilder::new()
+        .layer(RequestLogLayer::new(Duration::from_secs(1)))
+        .service_fn(|_: Request<Full<Bytes>>| async { Ok::<_, BoxError>(Response::new(Unsized)) })
+        .oneshot(request)
+        .await
+        .unwrap();
+    let log = captured.text();
+    assert!(log.contains("peer=-"), "{log}");
+    assert!(log.contains("response_bytes=-"), "{log}");
+    assert!(log.contains("request_id=-"), "{log}");
+}
+
 #[tokio::test]
 async fn logs_refusals_with_the_status_the_client_gets() {
     let (captured, _guard) = capture();
