@@ -1,7 +1,9 @@
 //! `--server-config`: the server under test runs on the operator's configuration, and a
 //! configuration the server refuses stops the benchmark with the server's own message.
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 
 const SCENARIO: &str = "durable insert, 64 connections";
 
@@ -9,16 +11,10 @@ fn bench(config: &str, extra: &[&str]) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("server.toml");
     std::fs::write(&path, config).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_kalamdb-bench"))
-        .args(["--only", SCENARIO, "--duration-secs", "1", "--rounds", "1"])
-        .arg("--server-config")
-        .arg(&path)
-        .args(extra)
-        .output()
-        .expect(
-            "run kalamdb-bench (needs target/*/kalamdb-server: cargo test --workspace builds it)",
-        );
-    (output, dir)
+    let mut args = vec!["--only", SCENARIO, "--duration-secs", "1", "--rounds", "1"];
+    args.extend(["--server-config", path.to_str().unwrap()]);
+    args.extend(extra);
+    (common::bench(&args), dir)
 }
 
 #[test]
@@ -30,13 +26,7 @@ fn the_server_under_test_runs_on_the_given_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("results.json");
     let (output, _config_dir) = bench(config, &["--json", json.to_str().unwrap()]);
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = common::report(&output, &json);
     assert!(report["server_config"]
         .as_str()
         .unwrap()

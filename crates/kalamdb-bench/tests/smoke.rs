@@ -1,28 +1,27 @@
 //! The benchmark runs end to end and reports sane figures. No timing is asserted: speed is
 //! measured by running the benchmark, not by the test suite.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn a_one_second_quick_run_reports_sane_figures() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("results.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_kalamdb-bench"))
-        .args(["--suite", "quick", "--duration-secs", "1", "--rounds", "1"])
-        .args(["--stream", "3", "--stream-events", "20"])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect(
-            "run kalamdb-bench (needs target/*/kalamdb-server: cargo test --workspace builds it)",
-        );
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let output = common::bench(&[
+        "--suite",
+        "quick",
+        "--duration-secs",
+        "1",
+        "--rounds",
+        "1",
+        "--stream",
+        "3",
+        "--stream-events",
+        "20",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let report = common::report(&output, &json);
     let scenarios = report["scenarios"].as_array().unwrap();
     assert_eq!(scenarios.len(), 2);
     for scenario in scenarios {
