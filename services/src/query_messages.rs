@@ -41,7 +41,10 @@ struct QueryRequest {
     since_msg_id: Option<MessageId>,
     #[serde(default)]
     before_msg_id: Option<MessageId>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "kalamdb_core::strict_json::optional_whole"
+    )]
     limit: Option<u64>,
     #[serde(default)]
     order: Order,

@@ -131,6 +131,23 @@ async fn limit_defaults_and_its_maximum_is_allowed() {
 }
 
 #[tokio::test]
+async fn whole_numbers_written_with_a_fraction_are_accepted() {
+    // JSON Schema's `integer`, which docs/openapi.yaml uses, admits `4.0`.
+    let store = TestStore::new(Config::default());
+    for i in 0..5 {
+        insert(&store, "c", &i.to_string()).await;
+    }
+    let answer = query(
+        &store,
+        json!({"conversation_id": "c", "limit": 4.0, "since_msg_id": 0.0}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.json);
+    assert_eq!(answer.json["count"], 4);
+    assert_eq!(answer.json["has_more"], true);
+}
+
+#[tokio::test]
 async fn invalid_queries_are_400s_naming_the_field() {
     let store = TestStore::new(Config::default());
     for (body, field) in [
@@ -141,6 +158,8 @@ async fn invalid_queries_are_400s_naming_the_field() {
         (json!({"conversation_id": "c", "limit": 1001}), "limit"),
         (json!({"conversation_id": "c", "limit": -1}), "limit"),
         (json!({"conversation_id": "c", "limit": "ten"}), "limit"),
+        (json!({"conversation_id": "c", "limit": 2.5}), "limit"),
+        (json!({"conversation_id": "c", "limit": 1001.0}), "limit"),
         (json!({"conversation_id": "c", "order": "up"}), "order"),
         (
             json!({"conversation_id": "c", "since_msg_id": -1}),
@@ -156,6 +175,11 @@ async fn invalid_queries_are_400s_naming_the_field() {
         ),
         (
             json!({"conversation_id": "c", "before_msg_id": "18446744073709551616"}),
+            "before_msg_id",
+        ),
+        // Past 2^53 a number with a fraction may not hold the digits written: ids go as strings.
+        (
+            json!({"conversation_id": "c", "before_msg_id": 7262413471822004224.0}),
             "before_msg_id",
         ),
         (json!({"conversation_id": "c", "cursor": "1"}), "cursor"),

@@ -146,6 +146,14 @@ impl<'de> Deserialize<'de> for MessageId {
                     .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
             }
 
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<MessageId, E> {
+                // `5.0`: JSON Schema's integer admits it. Larger ids must be strings anyway,
+                // since JSON numbers past 2^53 lose digits in most clients.
+                crate::strict_json::exact_whole(v)
+                    .map(MessageId)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &self))
+            }
+
             fn visit_str<E: de::Error>(self, v: &str) -> Result<MessageId, E> {
                 v.parse()
                     .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
@@ -437,6 +445,26 @@ mod tests {
         assert!(serde_json::from_str::<MessageId>("-5").is_err());
         assert!(serde_json::from_str::<MessageId>("1.5").is_err());
         assert!(serde_json::from_str::<MessageId>("\"abc\"").is_err());
+        // A whole number written with a fraction or an exponent, while it is surely exact.
+        let whole: MessageId = serde_json::from_str("4096.0").unwrap();
+        assert_eq!(whole.as_u64(), 4096);
+        let whole: MessageId = serde_json::from_str("9007199254740992.0").unwrap();
+        assert_eq!(whole.as_u64(), 1 << 53);
+        assert_eq!(
+            serde_json::from_str::<MessageId>("1e3").unwrap().as_u64(),
+            1000
+        );
+        for inexact in [
+            "9007199254740993.0",
+            "7262413471822004224.0",
+            "1e300",
+            "-0.5",
+        ] {
+            assert!(
+                serde_json::from_str::<MessageId>(inexact).is_err(),
+                "{inexact}"
+            );
+        }
     }
 
     /// One step a test clock can take.

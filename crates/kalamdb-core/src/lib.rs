@@ -13,7 +13,8 @@
 //! - [`query`]: [`Query`] and [`Page`], a conversation's history read a page at a time.
 //! - [`store`]: the blocking [`Store`] trait that backends implement, [`StoreError`], and the
 //!   [`PartStats`] size figures the metrics publish.
-//! - [`strict_json`]: metadata read strictly: no duplicate keys, bounded nesting.
+//! - [`strict_json`]: metadata read strictly: no duplicate keys, bounded nesting; whole numbers
+//!   as JSON Schema reads them (`50.0` too).
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
 //!   group-commit writer thread; reads run on a few reader threads.
 //! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit.

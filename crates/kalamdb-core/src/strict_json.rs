@@ -1,12 +1,69 @@
 //! Strict reading of free-form JSON (a message's `metadata`): serde_json's own `Value` keeps the
 //! last of two equal keys without a word and nests as deep as its recursion limit. Here a
 //! duplicate key is an error, and so is nesting deeper than [`MAX_DEPTH`].
+//!
+//! Also whole numbers as JSON Schema reads them ([`optional_whole`], [`exact_whole`]): `50.0` is
+//! an integer there, and `docs/openapi.yaml` promises clients what JSON Schema says.
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// The deepest nesting of objects and arrays metadata may have (the metadata object is level 1).
 pub const MAX_DEPTH: usize = 32;
+
+/// The largest whole number an `f64` holds exactly: past it, `9007199254740993.0` already reads
+/// as `9007199254740992`.
+const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
+
+/// `v` as a whole number, when it is one that was surely written exactly: JSON Schema's
+/// `integer` admits `50.0`, so a client may send a count or an id that way. Above 2^53 the
+/// digits written and the `f64` read may differ, so such a number is refused rather than
+/// silently changed.
+pub fn exact_whole(v: f64) -> Option<u64> {
+    // The range check also refuses NaN; serde_json never yields an infinity.
+    if (0.0..=MAX_EXACT_FLOAT).contains(&v) && v.fract() == 0.0 {
+        // Exact: a whole f64 in this range converts without rounding.
+        Some(v as u64)
+    } else {
+        None
+    }
+}
+
+/// Reads an optional non-negative whole number, also written with a zero fraction (`50.0`);
+/// `null` is `None`. For `#[serde(default, deserialize_with)]` on an `Option<u64>`.
+pub fn optional_whole<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    struct WholeVisitor;
+
+    impl Visitor<'_> for WholeVisitor {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative whole number")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            exact_whole(v)
+                .map(Some)
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &self))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    deserializer.deserialize_any(WholeVisitor)
+}
 
 /// Reads a JSON object strictly; for `#[serde(deserialize_with)]`.
 pub fn object<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Map<String, Value>, D::Error> {
@@ -137,6 +194,31 @@ mod tests {
         serde_json::from_str::<Holder>(json)
             .map(|h| h.metadata)
             .map_err(|e| e.to_string())
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Count {
+        #[serde(default, deserialize_with = "optional_whole")]
+        limit: Option<u64>,
+    }
+
+    fn count(json: &str) -> Result<Option<u64>, String> {
+        serde_json::from_str::<Count>(json)
+            .map(|c| c.limit)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_whole_number_may_be_written_with_a_zero_fraction() {
+        assert_eq!(count(r#"{"limit": 50}"#), Ok(Some(50)));
+        assert_eq!(count(r#"{"limit": 50.0}"#), Ok(Some(50)));
+        assert_eq!(count(r#"{"limit": 5e1}"#), Ok(Some(50)));
+        assert_eq!(count(r#"{"limit": null}"#), Ok(None));
+        assert_eq!(count("{}"), Ok(None));
+        for bad in ["50.5", "-1", "-1.0", "1e300", "\"50\"", "true", "[50]"] {
+            let err = count(&format!(r#"{{"limit": {bad}}}"#)).unwrap_err();
+            assert!(err.contains("non-negative whole number"), "{bad}: {err}");
+        }
     }
 
     #[test]
