@@ -11,8 +11,9 @@ import schemathesis
 
 # Snowflake ids: milliseconds since 2024-01-01T00:00:00Z above 22 bits of node and sequence.
 EPOCH_MS = 1_704_067_200_000
-# The stream refuses a resume id more than this far ahead of its clock.
-FUTURE_SLACK_MS = 60_000
+# The stream refuses a resume id more than this far ahead of its clock (a day, as
+# services/src/stream_messages.rs's FUTURE_SLACK_MS).
+FUTURE_SLACK_MS = 24 * 60 * 60 * 1000
 # conversation_id and from: 255 bytes of UTF-8; the schema's maxLength counts characters.
 MAX_NAME_BYTES = 255
 
