@@ -1,17 +1,12 @@
 //! `GET /health`: liveness and a real probe of the store.
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::header::RETRY_AFTER;
 use http::{HeaderValue, Request, Response, StatusCode};
 use kalamdb_core::StoreHandle;
-use kalamdb_http::{json_response, ResponseBody};
+use kalamdb_http::{json_response, ApiError, ResponseBody};
 use serde::Serialize;
-use tower_service::Service;
-
-use crate::EndpointFuture;
 
 /// Answers 200 `{status: "ok", version, uptime_secs, storage: "ok"}`, or 503 with
 /// `status: "degraded"` and `storage: "error"` when the store fails its probe.
@@ -35,7 +30,7 @@ impl Health {
         Self { store, started }
     }
 
-    async fn handle(self) -> Response<ResponseBody> {
+    async fn handle<B>(self, _request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
         let probe = self.store.health_check().await;
         if let Err(e) = &probe {
             tracing::warn!(error = %e, "health check: storage probe failed");
@@ -48,28 +43,15 @@ impl Health {
             storage: if healthy { "ok" } else { "error" },
         };
         if healthy {
-            return json_response(StatusCode::OK, &body);
+            return Ok(json_response(StatusCode::OK, &body));
         }
         let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
         // Like every 503: a load balancer or client may retry shortly.
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        response
+        Ok(response)
     }
 }
 
-impl<B> Service<Request<B>> for Health {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = EndpointFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle().await) })
-    }
-}
+endpoint_service!(Health);

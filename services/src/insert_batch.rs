@@ -1,16 +1,10 @@
 //! `POST /api/v1/messages/batch`: stores several messages, all or nothing.
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use kalamdb_core::{Limits, NewMessage, StoreHandle};
 use kalamdb_http::{json_bytes_response, read_json, ApiError, BoxError, ResponseBody};
 use serde::Deserialize;
-use tower_service::Service;
-
-use crate::EndpointFuture;
 
 /// The default of `limits.max_batch_messages`.
 pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 1000;
@@ -91,21 +85,4 @@ impl InsertBatch {
     }
 }
 
-impl<B> Service<Request<B>> for InsertBatch
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = EndpointFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        crate::respond(self.clone().handle(request))
-    }
-}
+endpoint_service!(InsertBatch);

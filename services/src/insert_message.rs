@@ -1,16 +1,10 @@
 //! `POST /api/v1/messages`: stores one message, exactly once per `Idempotency-Key`.
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
-
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use kalamdb_core::{IdempotencyKey, Limits, NewMessage, StoreHandle};
 use kalamdb_http::{json_bytes_response, read_json, ApiError, BoxError, ResponseBody};
 use sha2::{Digest, Sha256};
-use tower_service::Service;
-
-use crate::EndpointFuture;
 
 /// Stores the message in the request body and answers `{msg_id, conversation_id, timestamp}`.
 ///
@@ -116,21 +110,4 @@ fn feed(hasher: &mut Sha256, value: &serde_json::Value) {
     }
 }
 
-impl<B> Service<Request<B>> for InsertMessage
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = EndpointFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        crate::respond(self.clone().handle(request))
-    }
-}
+endpoint_service!(InsertMessage);

@@ -15,9 +15,14 @@
 //! | [`stream_messages`] | `GET /api/v1/conversations/{conversation_id}/stream` | 200 `text/event-stream`, one event per message |
 //! | [`health`] | `GET /health` | 200 `{status, version, uptime_secs, storage}` |
 //! | [`metrics`] | `GET /metrics` | 200 Prometheus text |
-//! | [`router`] | everything | 404 / 405 JSON for unknown paths and methods |
+//! | [`router`] | everything | the route table; 404 / 405 JSON for unknown paths and methods |
 //!
-//! Adding an endpoint is one module here and one arm in [`router`].
+//! Adding an endpoint is one module here (a struct with `new()` and an
+//! `async fn handle<B>(self, Request<B>) -> Result<Response<ResponseBody>, ApiError>`, then
+//! `endpoint_service!(Name);`, which writes its `tower::Service` impl), one line in the route
+//! table in [`router`] (`METHOD "template" => field: Name`), and one line in the server's
+//! `stack.rs` that builds it into [`Endpoints`]. Path parameters come from
+//! [`router::PathParams`], decoded once.
 //!
 //! # Status codes
 //!
@@ -31,6 +36,36 @@ use std::pin::Pin;
 
 use http::Response;
 use kalamdb_http::ResponseBody;
+
+/// Writes the `tower::Service` impl every endpoint shares, from the endpoint's
+/// `async fn handle<B>(self, Request<B>) -> Result<Response<ResponseBody>, ApiError>`: always
+/// ready, generic over the request body, a clone of the endpoint per request, and every error
+/// answered with its JSON body (on the model of tower-http's `macros.rs`).
+macro_rules! endpoint_service {
+    ($endpoint:ty) => {
+        impl<B> tower_service::Service<http::Request<B>> for $endpoint
+        where
+            B: http_body::Body + Send + 'static,
+            B::Data: Send,
+            B::Error: Into<kalamdb_http::BoxError>,
+        {
+            type Response = http::Response<kalamdb_http::ResponseBody>;
+            type Error = std::convert::Infallible;
+            type Future = crate::EndpointFuture;
+
+            fn poll_ready(
+                &mut self,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: http::Request<B>) -> Self::Future {
+                crate::respond(self.clone().handle(request))
+            }
+        }
+    };
+}
 
 pub mod get_message;
 pub mod health;
@@ -47,7 +82,7 @@ pub use insert_batch::InsertBatch;
 pub use insert_message::InsertMessage;
 pub use metrics::Metrics;
 pub use query_messages::{QueryLimits, QueryMessages};
-pub use router::{route_name, Router};
+pub use router::{route_name, Endpoints, PathParams, Router, ROUTES};
 pub use stream_messages::{StreamLimits, StreamMessages};
 
 /// The future every endpoint returns: a response, never an error.

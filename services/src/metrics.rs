@@ -21,18 +21,13 @@
 //! | [`ROCKSDB_PENDING_COMPACTION_BYTES`] | gauge | `cf` |
 //! | [`PROCESS_UPTIME_SECONDS`] | gauge | |
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response, StatusCode};
 use kalamdb_core::StoreHandle;
-use kalamdb_http::{full, ResponseBody};
+use kalamdb_http::{full, ApiError, ResponseBody};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_service::Service;
-
-use crate::EndpointFuture;
 
 /// Messages stored, counted when their insert is acknowledged.
 pub const MESSAGES_INSERTED_TOTAL: &str = "kalamdb_messages_inserted_total";
@@ -82,7 +77,7 @@ impl Metrics {
         }
     }
 
-    async fn handle(self) -> Response<ResponseBody> {
+    async fn handle<B>(self, _request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
         match self.store.stats().await {
             Ok(parts) => {
                 for part in parts {
@@ -104,21 +99,8 @@ impl Metrics {
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
-        response
+        Ok(response)
     }
 }
 
-impl<B> Service<Request<B>> for Metrics {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = EndpointFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle().await) })
-    }
-}
+endpoint_service!(Metrics);

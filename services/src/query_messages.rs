@@ -1,8 +1,6 @@
 //! `POST /api/v1/query`: one page of a conversation's history, with a cursor for the next.
 
-use std::convert::Infallible;
 use std::io::Write;
-use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -10,9 +8,6 @@ use kalamdb_core::message::validate_name;
 use kalamdb_core::{MessageId, Order, Page, Query, StoreHandle};
 use kalamdb_http::{json_bytes_response, read_json, ApiError, BoxError, ResponseBody};
 use serde::Deserialize;
-use tower_service::Service;
-
-use crate::EndpointFuture;
 
 /// The page sizes a query may ask for (`limits.default_query_limit`, `limits.max_query_limit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,24 +125,7 @@ fn encode_page(page: &Page) -> Vec<u8> {
     out
 }
 
-impl<B> Service<Request<B>> for QueryMessages
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = EndpointFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        crate::respond(self.clone().handle(request))
-    }
-}
+endpoint_service!(QueryMessages);
 
 #[cfg(test)]
 mod tests {

@@ -37,10 +37,8 @@
 //! open streams a new one is refused with 503 `overloaded`.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::io::Write;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,10 +52,10 @@ use kalamdb_core::{
     SystemClock,
 };
 use kalamdb_http::{ApiError, BoxError, ErrorCode, ResponseBody};
+use percent_encoding::percent_decode_str;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower_service::Service;
 
-use crate::EndpointFuture;
+use crate::router::PathParams;
 
 /// How many stored messages one catch-up read returns: enough to make the read worth it, few
 /// enough that a client far behind is not handed a huge burst at once.
@@ -113,11 +111,8 @@ impl StreamMessages {
         }
     }
 
-    async fn handle(
-        self,
-        request: Result<StreamRequest, ApiError>,
-    ) -> Result<Response<ResponseBody>, ApiError> {
-        let request = request?;
+    async fn handle<B>(self, request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
+        let request = StreamRequest::parse(&request)?;
         let permit = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
             ApiError::new(
                 ErrorCode::Overloaded,
@@ -187,21 +182,7 @@ impl StreamMessages {
     }
 }
 
-impl<B> Service<Request<B>> for StreamMessages {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = EndpointFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        // Parsed before the future so the request (and its body type) need not be Send.
-        let parsed = StreamRequest::parse(&request);
-        crate::respond(self.clone().handle(parsed))
-    }
-}
+endpoint_service!(StreamMessages);
 
 /// What a stream request asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -213,17 +194,8 @@ struct StreamRequest {
 
 impl StreamRequest {
     fn parse<B>(request: &Request<B>) -> Result<Self, ApiError> {
-        let path = request.uri().path();
-        // The router only sends `/api/v1/conversations/{id}/stream` here.
-        let segment = path
-            .strip_suffix("/stream")
-            .and_then(|p| p.rsplit('/').next())
-            .unwrap_or_default();
-        let conversation_id = percent_decode(segment).ok_or_else(|| {
-            ApiError::validation(
-                "conversation_id in the path must be percent-encoded UTF-8".to_string(),
-            )
-        })?;
+        let params = PathParams::of(request)?;
+        let conversation_id = params.require("conversation_id")?.to_owned();
         validate_name("conversation_id", &conversation_id)?;
 
         let mut since = None;
@@ -242,7 +214,7 @@ impl StreamRequest {
                     ))
                 }
                 other => {
-                    let name = percent_decode(other).unwrap_or_else(|| other.to_owned());
+                    let name = percent_decode_str(other).decode_utf8_lossy();
                     return Err(ApiError::validation(format!(
                         "unknown query parameter {name:?}; the only one is since_msg_id"
                     )));
@@ -292,28 +264,6 @@ fn parse_id(field: &str, value: &str) -> Result<MessageId, ApiError> {
     value
         .parse()
         .map_err(|e| ApiError::validation(format!("{field} {e}; got {value:?}")))
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape or bytes that are not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            // Checked first: `from_str_radix` would also take a sign, as in `%+1`.
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A read of the messages after `since`, oldest first.

@@ -10,8 +10,8 @@ use kalamdb_core::StoreHandle;
 use kalamdb_http::{BoxError, ResponseBody};
 use kalamdb_middleware::rescue::RescueLayer;
 use kalamdb_services::{
-    route_name, GetMessage, Health, InsertBatch, InsertMessage, Metrics, QueryMessages, Router,
-    StreamMessages,
+    route_name, Endpoints, GetMessage, Health, InsertBatch, InsertMessage, Metrics, QueryMessages,
+    Router, StreamMessages,
 };
 use tower::{Service, ServiceBuilder};
 
@@ -41,19 +41,20 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let router = Router::new(
-        InsertMessage::new(store.clone(), config.message_limits()),
-        InsertBatch::new(
+    // One line per endpoint: what each needs, by name (the routes are services/src/router.rs).
+    let router = Router::new(Endpoints {
+        insert_message: InsertMessage::new(store.clone(), config.message_limits()),
+        insert_batch: InsertBatch::new(
             store.clone(),
             config.message_limits(),
             config.limits.max_batch_messages,
         ),
-        GetMessage::new(store.clone()),
-        QueryMessages::new(store.clone(), config.query_limits()),
-        StreamMessages::new(store.clone(), config.stream_limits()),
-        Health::new(store.clone(), started),
-        Metrics::new(crate::metrics::handle(), store, started),
-    );
+        get_message: GetMessage::new(store.clone()),
+        query_messages: QueryMessages::new(store.clone(), config.query_limits()),
+        stream_messages: StreamMessages::new(store.clone(), config.stream_limits()),
+        health: Health::new(store.clone(), started),
+        metrics: Metrics::new(crate::metrics::handle(), store, started),
+    });
 
     let middleware = &config.middleware;
     ServiceBuilder::new()
