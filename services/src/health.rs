@@ -55,3 +55,32 @@ impl Health {
 }
 
 endpoint_service!(Health);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{answer, get, store};
+    use kalamdb_core::Store;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn ok_while_the_store_answers_degraded_once_it_fails() {
+        let (handle, mem, _) = store();
+        let service = Health::new(handle, Instant::now());
+        let (status, json) = answer(service.clone().oneshot(get("/health")).await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["status"], "ok");
+        assert_eq!(json["storage"], "ok");
+        assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+
+        mem.close().unwrap();
+        let response = service.oneshot(get("/health")).await.unwrap();
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let (status, json) = answer(response).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            (json["status"].as_str(), json["storage"].as_str()),
+            (Some("degraded"), Some("error"))
+        );
+    }
+}

@@ -86,3 +86,60 @@ impl InsertBatch {
 }
 
 endpoint_service!(InsertBatch);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{answer, post_json, store};
+    use kalamdb_core::{MessageId, Store};
+    use tower::ServiceExt;
+
+    fn batch(contents: &[&str]) -> String {
+        let messages: Vec<_> = contents
+            .iter()
+            .map(|c| serde_json::json!({"conversation_id": "c", "from": "a", "content": c}))
+            .collect();
+        serde_json::json!({ "messages": messages }).to_string()
+    }
+
+    #[tokio::test]
+    async fn stores_every_message_with_ids_in_input_order() {
+        let (handle, mem, _) = store();
+        let service = InsertBatch::new(handle, Limits::default(), 3);
+        let response = service.oneshot(post_json(
+            "/api/v1/messages/batch",
+            &batch(&["1", "2", "3"]),
+        ));
+        let (status, json) = answer(response.await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let ids: Vec<MessageId> = json["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["msg_id"].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let first: serde_json::Value =
+            serde_json::from_slice(&mem.get(ids[0]).unwrap().unwrap().json).unwrap();
+        assert_eq!(first["content"], "1");
+    }
+
+    #[tokio::test]
+    async fn one_bad_message_refuses_the_batch_naming_its_index() {
+        let (handle, mem, _) = store();
+        let service = InsertBatch::new(handle, Limits::default(), 3);
+        for (body, needle) in [
+            (batch(&["ok", ""]), "messages[1].content"),
+            (batch(&[]), "at least one"),
+            (batch(&["1", "2", "3", "4"]), "limits.max_batch_messages"),
+        ] {
+            let response = service
+                .clone()
+                .oneshot(post_json("/api/v1/messages/batch", &body));
+            let (status, json) = answer(response.await.unwrap()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(json["message"].as_str().unwrap().contains(needle), "{json}");
+        }
+        assert!(mem.is_empty(), "all or nothing");
+    }
+}

@@ -111,3 +111,135 @@ fn feed(hasher: &mut Sha256, value: &serde_json::Value) {
 }
 
 endpoint_service!(InsertMessage);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{answer, post_json, store};
+    use kalamdb_core::Store;
+    use tower::ServiceExt;
+
+    const MESSAGE: &str = r#"{"conversation_id": "c", "from": "alice", "content": "hi", "metadata": {"role": "user"}}"#;
+
+    fn endpoint(handle: StoreHandle) -> InsertMessage {
+        InsertMessage::new(handle, Limits::default())
+    }
+
+    #[tokio::test]
+    async fn stores_the_message_and_answers_its_id_and_time() {
+        let (handle, mem, _) = store();
+        let response = endpoint(handle).oneshot(post_json("/api/v1/messages", MESSAGE));
+        let (status, json) = answer(response.await.unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["conversation_id"], "c");
+        let id: kalamdb_core::MessageId = json["msg_id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(json["timestamp"], id.timestamp_ms());
+        let stored = mem.get(id).unwrap().unwrap();
+        let stored: serde_json::Value = serde_json::from_slice(&stored.json).unwrap();
+        assert_eq!(stored["content"], "hi");
+        assert_eq!(stored["metadata"]["role"], "user");
+    }
+
+    #[tokio::test]
+    async fn a_retry_under_its_key_gets_the_first_answer_and_another_message_a_409() {
+        let (handle, mem, _) = store();
+        let with_key = |body: &str, key: &str| {
+            let mut request = post_json("/api/v1/messages", body);
+            request
+                .headers_mut()
+                .insert(IDEMPOTENCY_KEY, key.parse().unwrap());
+            request
+        };
+        let service = endpoint(handle);
+        let (_, first) = answer(
+            service
+                .clone()
+                .oneshot(with_key(MESSAGE, "k1"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        // The same message, differently spaced: an honest retry.
+        let retry = MESSAGE.replace(", ", ",");
+        let (status, again) = answer(
+            service
+                .clone()
+                .oneshot(with_key(&retry, "k1"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((status, &again), (StatusCode::OK, &first));
+        let other = MESSAGE.replace("hi", "bye");
+        let (status, json) = answer(
+            service
+                .clone()
+                .oneshot(with_key(&other, "k1"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(json["error"], "idempotency_conflict");
+        let (status, json) = answer(service.oneshot(with_key(MESSAGE, "")).await.unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(json["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"));
+        assert_eq!(mem.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_and_store_nothing() {
+        let (handle, mem, _) = store();
+        let service = endpoint(handle);
+        for (body, status, code) in [
+            ("{", StatusCode::BAD_REQUEST, "invalid_json"),
+            (
+                r#"{"conversation_id": "c", "from": "a"}"#,
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+            ),
+            (
+                r#"{"conversation_id": "c", "from": "a", "content": "x", "conversationId": "c"}"#,
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+            ),
+            (
+                r#"{"conversation_id": "c\u0001", "from": "a", "content": "x"}"#,
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+            ),
+        ] {
+            let (got, json) = answer(
+                service
+                    .clone()
+                    .oneshot(post_json("/api/v1/messages", body))
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                (got, json["error"].as_str().unwrap()),
+                (status, code),
+                "{body}"
+            );
+        }
+        let mut plain = post_json("/api/v1/messages", MESSAGE);
+        plain.headers_mut().remove("content-type");
+        let (status, _) = answer(service.oneshot(plain).await.unwrap()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(mem.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_a_503() {
+        let (handle, _, faulty) = store();
+        faulty.fail_writes(true);
+        let response = endpoint(handle).oneshot(post_json("/api/v1/messages", MESSAGE));
+        let (status, json) = answer(response.await.unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json["error"], "unavailable");
+    }
+}

@@ -85,6 +85,9 @@ pub use query_messages::{QueryLimits, QueryMessages};
 pub use router::{route_name, Endpoints, PathParams, Router, ROUTES};
 pub use stream_messages::{StreamLimits, StreamMessages};
 
+#[cfg(test)]
+mod test_support;
+
 /// The future every endpoint returns: a response, never an error.
 pub type EndpointFuture =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static>>;

@@ -104,3 +104,42 @@ impl Metrics {
 }
 
 endpoint_service!(Metrics);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{get, store};
+    use http_body_util::BodyExt;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use tower::ServiceExt;
+
+    #[test]
+    fn renders_what_the_recorder_holds_as_prometheus_text() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let prometheus = recorder.handle();
+        let (handle, _, _) = store();
+        let service = Metrics::new(prometheus, handle, Instant::now());
+        // The figures this endpoint sets go through the global facade: poll it on this thread,
+        // under this test's recorder only.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let response = metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(service.oneshot(get("/metrics")))
+        })
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], TEXT_FORMAT);
+        let body = runtime
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains(PROCESS_UPTIME_SECONDS), "{text}");
+        assert!(
+            text.contains(&format!("{ROCKSDB_ESTIMATED_KEYS}{{cf=\"messages\"}} 0")),
+            "{text}"
+        );
+    }
+}

@@ -451,55 +451,14 @@ async fn a_stream_is_a_service_like_any_other() {
     assert!(text.ends_with("}\n\n"));
 }
 
-/// A store whose reads are slow, so that writes commit between a stream's subscription and its
-/// backlog read: the hand-over the stream must get right.
-struct SlowReads(std::sync::Arc<kalamdb_rocksdb::RocksStore>);
-
-impl kalamdb_core::Store for SlowReads {
-    fn insert_with_keys(
-        &self,
-        messages: &[kalamdb_core::PreparedMessage],
-        keys: &[(usize, kalamdb_core::IdempotencyKey)],
-    ) -> Result<Vec<kalamdb_core::Inserted>, kalamdb_core::StoreError> {
-        self.0.insert_with_keys(messages, keys)
-    }
-    fn idempotency_record(
-        &self,
-        key: &str,
-    ) -> Result<Option<kalamdb_core::IdempotencyRecord>, kalamdb_core::StoreError> {
-        self.0.idempotency_record(key)
-    }
-    fn get(
-        &self,
-        id: kalamdb_core::MessageId,
-    ) -> Result<Option<kalamdb_core::StoredMessage>, kalamdb_core::StoreError> {
-        self.0.get(id)
-    }
-    fn query(
-        &self,
-        query: &kalamdb_core::Query,
-    ) -> Result<kalamdb_core::Page, kalamdb_core::StoreError> {
-        std::thread::sleep(Duration::from_millis(300));
-        self.0.query(query)
-    }
-    fn health_check(&self) -> Result<(), kalamdb_core::StoreError> {
-        self.0.health_check()
-    }
-    fn flush(&self) -> Result<(), kalamdb_core::StoreError> {
-        self.0.flush()
-    }
-    fn stats(&self) -> Result<Vec<kalamdb_core::PartStats>, kalamdb_core::StoreError> {
-        self.0.stats()
-    }
-    fn close(&self) -> Result<(), kalamdb_core::StoreError> {
-        self.0.close()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_stored_during_the_backlog_read_are_sent_once() {
     let store = TestStore::new(Config::default());
-    let slow = kalamdb_core::StoreHandle::new(std::sync::Arc::new(SlowReads(store.rocks.clone())));
+    // Slow reads, so that writes commit between the stream's subscription and its backlog read:
+    // the hand-over the stream must get right.
+    let faulty = kalamdb_core::testing::Faulty::new(store.rocks.clone());
+    faulty.delay_reads(Duration::from_millis(300));
+    let slow = kalamdb_core::StoreHandle::new(std::sync::Arc::new(faulty));
     let app = build_app::<Full<Bytes>>(&store.config, slow.clone(), Instant::now());
     let message = |content: &str| kalamdb_core::NewMessage {
         conversation_id: "race".into(),

@@ -458,129 +458,18 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::IdGenerator;
-    use crate::store::IdempotencyRecord;
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Mutex;
+    use crate::testing::{Faulty, MemStore};
 
-    /// An in-memory store that counts its writes and can be told to fail them. Its queries
-    /// are slow and count how many run at once.
-    struct MemStore {
-        ids: IdGenerator,
-        messages: Mutex<BTreeMap<MessageId, Vec<u8>>>,
-        keys: Mutex<HashMap<String, IdempotencyRecord>>,
-        writes: AtomicUsize,
-        fail: AtomicBool,
-        closed: AtomicBool,
-        querying: AtomicUsize,
-        most_querying: AtomicUsize,
-    }
-
-    impl MemStore {
-        fn new() -> Arc<Self> {
-            Arc::new(Self {
-                ids: IdGenerator::new(1, MessageId::MIN).unwrap(),
-                messages: Mutex::default(),
-                keys: Mutex::default(),
-                writes: AtomicUsize::new(0),
-                fail: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-                querying: AtomicUsize::new(0),
-                most_querying: AtomicUsize::new(0),
-            })
-        }
-
-        fn insert_plain(&self, messages: &[PreparedMessage]) -> Result<Vec<Inserted>, StoreError> {
-            if self.closed.load(Ordering::SeqCst) {
-                return Err(StoreError::Closed);
-            }
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(StoreError::Unavailable("disk full".into()));
-            }
-            // Slow enough that concurrent requests pile up behind one write.
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            self.writes.fetch_add(1, Ordering::SeqCst);
-            let mut map = self.messages.lock().unwrap();
-            messages
-                .iter()
-                .map(|m| {
-                    let id = self.ids.next_id()?;
-                    map.insert(id, m.to_json(id));
-                    Ok(Inserted {
-                        msg_id: id,
-                        conversation_id: m.conversation_id().to_owned(),
-                        timestamp: id.timestamp_ms(),
-                    })
-                })
-                .collect()
-        }
-    }
-
-    impl Store for MemStore {
-        fn insert_with_keys(
-            &self,
-            messages: &[PreparedMessage],
-            keys: &[(usize, IdempotencyKey)],
-        ) -> Result<Vec<Inserted>, StoreError> {
-            let inserted = self.insert_plain(messages)?;
-            let mut records = self.keys.lock().unwrap();
-            for (index, key) in keys {
-                records.insert(
-                    key.key.clone(),
-                    IdempotencyRecord {
-                        fingerprint: key.fingerprint,
-                        created_ms: 0,
-                        inserted: inserted[*index].clone(),
-                    },
-                );
-            }
-            Ok(inserted)
-        }
-
-        fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-            Ok(self.keys.lock().unwrap().get(key).cloned())
-        }
-
-        fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
-            let map = self.messages.lock().unwrap();
-            Ok(map.get(&id).map(|json| StoredMessage {
-                msg_id: id,
-                json: json.clone(),
-            }))
-        }
-
-        fn query(&self, query: &Query) -> Result<Page, StoreError> {
-            assert_ne!(query.conversation_id, "panic", "a bug in the store");
-            let now = self.querying.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most_querying.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(30));
-            self.querying.fetch_sub(1, Ordering::SeqCst);
-            Ok(Page::default())
-        }
-
-        fn health_check(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        fn flush(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        fn stats(&self) -> Result<Vec<PartStats>, StoreError> {
-            let keys = self.messages.lock().unwrap().len() as u64;
-            Ok(vec![PartStats {
-                name: "messages",
-                estimated_keys: keys,
-                live_data_bytes: 0,
-                pending_compaction_bytes: 0,
-            }])
-        }
-
-        fn close(&self) -> Result<(), StoreError> {
-            self.closed.store(true, Ordering::SeqCst);
-            Ok(())
-        }
+    /// The handle's test store: a [`MemStore`] behind [`Faulty`], whose writes take 2 ms (so
+    /// concurrent requests pile up behind one), whose queries take 30 ms, and whose queries of
+    /// the conversation `panic` panic.
+    fn stores() -> (Arc<MemStore>, Arc<Faulty>) {
+        let mem = Arc::new(MemStore::new());
+        let faulty = Arc::new(Faulty::new(mem.clone()));
+        faulty.delay_writes(std::time::Duration::from_millis(2));
+        faulty.delay_reads(std::time::Duration::from_millis(30));
+        faulty.panic_on_reads_of("panic");
+        (mem, faulty)
     }
 
     fn new_message(conversation_id: &str, content: &str) -> NewMessage {
@@ -594,8 +483,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_inserts_share_writes_and_each_gets_its_own_id() {
-        let mem = MemStore::new();
-        let handle = StoreHandle::new(mem.clone());
+        let (_, faulty) = stores();
+        let handle = StoreHandle::new(faulty.clone());
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let handle = handle.clone();
@@ -613,12 +502,12 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 200);
         // Requests that arrived while a write was under way were committed together.
-        assert!(mem.writes.load(Ordering::SeqCst) < 200);
+        assert!(faulty.writes() < 200);
     }
 
     #[tokio::test]
     async fn a_batch_gets_ids_in_input_order() {
-        let handle = StoreHandle::new(MemStore::new());
+        let handle = StoreHandle::new(stores().1);
         let batch = (0..10).map(|i| new_message("c", &i.to_string())).collect();
         let inserted = handle.insert_batch(batch).await.unwrap();
         assert_eq!(inserted.len(), 10);
@@ -627,19 +516,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_reaches_the_caller() {
-        let mem = MemStore::new();
-        mem.fail.store(true, Ordering::SeqCst);
-        let handle = StoreHandle::new(mem.clone());
+        let (_, faulty) = stores();
+        faulty.fail_writes(true);
+        let handle = StoreHandle::new(faulty.clone());
         let err = handle.insert(new_message("c", "x")).await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         // The writer survives the failure and serves the next insert.
-        mem.fail.store(false, Ordering::SeqCst);
+        faulty.fail_writes(false);
         assert!(handle.insert(new_message("c", "y")).await.is_ok());
     }
 
     #[tokio::test]
     async fn an_invalid_request_fails_alone() {
-        let handle = StoreHandle::new(MemStore::new());
+        let handle = StoreHandle::new(stores().1);
         let err = handle
             .insert(new_message("bad\0id", "x"))
             .await
@@ -649,8 +538,8 @@ mod tests {
 
     #[tokio::test]
     async fn close_drains_queued_inserts_then_refuses_new_ones() {
-        let mem = MemStore::new();
-        let handle = StoreHandle::new(mem.clone());
+        let (mem, faulty) = stores();
+        let handle = StoreHandle::new(faulty.clone());
         let pending: Vec<_> = (0..50)
             .map(|i| {
                 let handle = handle.clone();
@@ -668,17 +557,17 @@ mod tests {
         }
         // Whatever was acknowledged is stored; nothing is acknowledged and lost.
         for id in &acknowledged {
-            assert!(mem.get(*id).unwrap().is_some());
+            assert!(mem.contains(*id));
         }
-        assert!(mem.closed.load(Ordering::SeqCst));
+        assert!(mem.is_closed());
         let err = handle.insert(new_message("c", "late")).await.unwrap_err();
         assert!(matches!(err, StoreError::Closed), "{err:?}");
     }
 
     #[tokio::test]
     async fn dropping_the_last_handle_releases_the_store_before_returning() {
-        let mem = MemStore::new();
-        let handle = StoreHandle::new(mem.clone());
+        let (_, faulty) = stores();
+        let handle = StoreHandle::new(faulty.clone());
         let other = handle.clone();
         handle.insert(new_message("c", "x")).await.unwrap();
         drop(handle);
@@ -686,7 +575,7 @@ mod tests {
         assert!(other.insert(new_message("c", "y")).await.is_ok());
         drop(other);
         // Only the test's own reference remains: the writer thread has ended and let go.
-        assert_eq!(Arc::strong_count(&mem), 1);
+        assert_eq!(Arc::strong_count(&faulty), 1);
     }
 
     fn key(name: &str, fingerprint: u8) -> IdempotencyKey {
@@ -698,8 +587,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_retries_of_one_key_store_once_and_share_the_answer() {
-        let mem = MemStore::new();
-        let handle = StoreHandle::new(mem.clone());
+        let (mem, faulty) = stores();
+        let handle = StoreHandle::new(faulty.clone());
         let tasks: Vec<_> = (0..100)
             .map(|_| {
                 let handle = handle.clone();
@@ -716,12 +605,12 @@ mod tests {
         }
         ids.dedup();
         assert_eq!(ids.len(), 1, "every retry got the first answer");
-        assert_eq!(mem.messages.lock().unwrap().len(), 1, "stored exactly once");
+        assert_eq!(mem.len(), 1, "stored exactly once");
     }
 
     #[tokio::test]
     async fn a_key_reused_with_another_request_is_a_conflict() {
-        let handle = StoreHandle::new(MemStore::new());
+        let handle = StoreHandle::new(stores().1);
         let first = handle
             .insert_idempotent(new_message("c", "a"), key("k", 1))
             .await
@@ -746,7 +635,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscriber_gets_each_committed_message_as_stored() {
-        let handle = StoreHandle::new(MemStore::new());
+        let handle = StoreHandle::new(stores().1);
         let mut sub = handle.subscribe("c").unwrap();
         handle.insert(new_message("other", "x")).await.unwrap();
         let batch = vec![new_message("c", "1"), new_message("c", "2")];
@@ -762,12 +651,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_publishes_nothing() {
-        let mem = MemStore::new();
-        let handle = StoreHandle::new(mem.clone());
+        let (_, faulty) = stores();
+        let handle = StoreHandle::new(faulty.clone());
         let mut sub = handle.subscribe("c").unwrap();
-        mem.fail.store(true, Ordering::SeqCst);
+        faulty.fail_writes(true);
         assert!(handle.insert(new_message("c", "lost")).await.is_err());
-        mem.fail.store(false, Ordering::SeqCst);
+        faulty.fail_writes(false);
         let kept = handle.insert(new_message("c", "kept")).await.unwrap();
         let crate::Delivery::Message(got) = sub.recv().await else {
             panic!("expected a message");
@@ -787,8 +676,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_run_at_most_read_limit_at_once() {
-        let mem = MemStore::new();
-        let handle = StoreHandle::with_read_limit(mem.clone(), NonZeroUsize::new(2).unwrap());
+        let (_, faulty) = stores();
+        let handle = StoreHandle::with_read_limit(faulty.clone(), NonZeroUsize::new(2).unwrap());
         let reads: Vec<_> = (0..8)
             .map(|_| {
                 let handle = handle.clone();
@@ -798,13 +687,13 @@ mod tests {
         for read in reads {
             read.await.unwrap().unwrap();
         }
-        assert_eq!(mem.most_querying.load(Ordering::SeqCst), 2);
+        assert_eq!(faulty.most_concurrent_reads(), 2);
     }
 
     #[tokio::test]
     async fn a_read_given_up_keeps_its_place_until_it_ends() {
-        let mem = MemStore::new();
-        let handle = StoreHandle::with_read_limit(mem.clone(), NonZeroUsize::MIN);
+        let (_, faulty) = stores();
+        let handle = StoreHandle::with_read_limit(faulty.clone(), NonZeroUsize::MIN);
         // The caller leaves (its connection closed) while the store is still reading.
         let left = tokio::time::timeout(
             std::time::Duration::from_millis(5),
@@ -814,7 +703,7 @@ mod tests {
         assert!(left.is_err());
         handle.query(any_query()).await.unwrap();
         assert_eq!(
-            mem.most_querying.load(Ordering::SeqCst),
+            faulty.most_concurrent_reads(),
             1,
             "the next read waited for the abandoned one to finish"
         );
@@ -822,7 +711,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_read_fails_alone_and_the_reader_lives_on() {
-        let handle = StoreHandle::with_read_limit(MemStore::new(), NonZeroUsize::MIN);
+        let handle = StoreHandle::with_read_limit(stores().1, NonZeroUsize::MIN);
         let mut query = any_query();
         query.conversation_id = "panic".into();
         let err = handle.query(query).await.unwrap_err();
@@ -832,7 +721,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_ends_subscriptions() {
-        let handle = StoreHandle::new(MemStore::new());
+        let handle = StoreHandle::new(stores().1);
         let mut sub = handle.subscribe("c").unwrap();
         handle.close().await.unwrap();
         assert!(matches!(sub.recv().await, crate::Delivery::Ended));

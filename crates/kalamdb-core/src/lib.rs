@@ -18,6 +18,9 @@
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
 //!   group-commit writer thread; reads run on a few reader threads.
 //! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit.
+//! - `testing` (feature `test-util`): `MemStore`, the whole [`Store`] contract in memory, and
+//!   `Faulty`, a delegating wrapper that fails or slows a store on command, so endpoints and
+//!   the handle are tested without RocksDB.
 //!
 //! # Config keys it serves
 //!
@@ -31,6 +34,8 @@ pub mod message;
 pub mod query;
 pub mod store;
 pub mod strict_json;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use handle::StoreHandle;
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
