@@ -15,8 +15,9 @@
 //!   [`PartStats`] size figures the metrics publish.
 //! - [`strict_json`]: metadata read strictly: no duplicate keys, bounded nesting; whole numbers
 //!   as JSON Schema reads them (`50.0` too).
-//! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold. Inserts go through a
-//!   group-commit writer thread; reads run on a few reader threads.
+//! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold (`handle/mod.rs`);
+//!   inserts go through the group-commit writer thread (`handle/writer.rs`), reads run on a few
+//!   reader threads (`handle/readers.rs`).
 //! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit.
 //! - `testing` (feature `test-util`): `MemStore`, the whole [`Store`] contract in memory, and
 //!   `Faulty`, a delegating wrapper that fails or slows a store on command, so endpoints and

@@ -54,14 +54,40 @@ impl From<IdError> for StoreError {
     }
 }
 
-/// A durable message store.
+/// A durable message store: the contract every backend keeps.
 ///
 /// Every method blocks; async callers go through [`crate::StoreHandle`], which runs them off the
-/// async workers. Implementations are shared as `Arc<dyn Store>`.
+/// async workers. Implementations are shared as `Arc<dyn Store>`. `crate::testing::MemStore`
+/// (feature `test-util`) keeps the whole contract in a few dozen lines.
+///
+/// # Ids
+///
+/// The store mints the ids of what it stores, from an [`IdGenerator`](crate::IdGenerator) seeded
+/// above the highest id it holds (so ids keep increasing across restarts). Within one call ids
+/// increase in input order, and every call's ids are above those of every call that returned
+/// before it began.
+///
+/// # Visibility
+///
+/// A write is atomic: `get` and `query` see all of it or none of it. A message becomes visible
+/// only once every message with a smaller id of its conversation is: a reader that polls a
+/// conversation with `since` = the last id it saw never skips one, however many clients write.
+/// The handle helps here: it calls [`Store::insert_with_keys`] from its one writer thread, one
+/// group at a time, so a store that mints ids inside that call and commits before returning
+/// (the RocksDB store) gets id order = commit order for free. A store that takes writes from
+/// several processes must order them itself, per conversation (lock the conversation, then
+/// mint: `../shared/DESIGN.md` §7).
+///
+/// # Idempotency
+///
+/// The records [`Store::insert_with_keys`] writes are part of the same atomic write as the
+/// messages they answer for, and [`Store::idempotency_record`] returns a record until it
+/// expires (`limits.idempotency_ttl_secs`). The handle settles concurrent uses of one key
+/// before calling the store.
 pub trait Store: Send + Sync + 'static {
     /// Stores `messages` atomically, all or none, giving them strictly increasing ids in input
-    /// order. When this returns `Ok`, the messages are as durable as the store is configured to
-    /// make them, and visible to readers.
+    /// order (see the trait's Ids and Visibility). When this returns `Ok`, the messages are as
+    /// durable as the store is configured to make them, and visible to readers.
     fn insert(&self, messages: Vec<NewMessage>) -> Result<Vec<Inserted>, StoreError> {
         let prepared = messages
             .into_iter()

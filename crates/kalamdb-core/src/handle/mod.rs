@@ -1,31 +1,36 @@
-//! [`StoreHandle`]: the async face of a [`Store`], and the group-commit writer behind it.
+//! [`StoreHandle`]: the async face of a [`Store`], over a group-commit writer and a reader pool.
 //!
-//! Inserts do not call the store from the request's task. They queue to one writer thread, which
-//! takes every insert waiting at that moment and stores them with a single
-//! `Store::insert_with_keys` call: one atomic write and one WAL sync for the whole group. Each
-//! request still waits until its own messages are durable. Because ids are assigned by that one
-//! thread, in the order it commits, a message never becomes visible before one with a smaller
-//! id. Each request encodes its own messages first ([`PreparedMessage`]), so the writer only
-//! splices ids in.
+//! - `mod.rs` (this file): the facade endpoints hold; every method here sends work to one of
+//!   the two below and awaits its answer.
+//! - `writer.rs`: the group-commit writer. Inserts do not call the store from the request's
+//!   task. They queue to one writer thread, which takes every insert waiting at that moment and
+//!   stores them with a single `Store::insert_with_keys` call: one atomic write and one WAL sync
+//!   for the whole group. Each request still waits until its own messages are durable. Because
+//!   that one thread is the store's only writer, the order it commits in is the order the store
+//!   mints ids in, and a message never becomes visible before one with a smaller id (the
+//!   [`Store`] contract). Each request encodes its own messages first ([`PreparedMessage`]), so
+//!   the writer only splices ids in. After a group commits, the writer publishes its messages to
+//!   the conversations' live subscribers ([`crate::live`]); it is the only publisher, so
+//!   subscribers see commit order.
+//! - `readers.rs`: reads run on a few reader threads of their own
+//!   ([`StoreHandle::with_read_limit`], one per core by default), so a slow disk never stalls
+//!   the async workers. A busy reader takes the next read straight from the queue. On tokio's
+//!   blocking pool instead, 16 concurrent queries on two cores kept 32 threads waking each other
+//!   and answered a quarter fewer queries (`docs/BENCHMARKS.md`). Tests that pause tokio's clock
+//!   should know that the runtime does not count a read under way on those threads as work:
+//!   with nothing else to do, the paused clock jumps ahead, and a timeout around the read fires.
 //!
-//! Reads run on a few reader threads of their own ([`StoreHandle::with_read_limit`], one per
-//! core by default), so a slow disk never stalls the async workers. A busy reader takes the
-//! next read straight from the queue. On tokio's blocking pool instead, 16 concurrent queries
-//! on two cores kept 32 threads waking each other and answered a quarter fewer queries
-//! (`docs/BENCHMARKS.md`).
-//! Tests that pause tokio's clock should know that the runtime does not count a read under way
-//! on those threads as work: with nothing else to do, the paused clock jumps ahead, and a
-//! timeout around the read fires.
-//!
-//! After a group commits, the writer publishes its messages to the conversations' live
-//! subscribers ([`crate::live`]); it is the only publisher, so subscribers see commit order.
+//! The split is by thread: each file owns one kind of thread and the queue that feeds it. It
+//! stays inside `kalamdb-core`, not a crate of its own, because a second backend (the
+//! distributed store of `../shared/DESIGN.md` §7) reuses the facade and the readers as they
+//! are, and keeps or replaces only the writer; the ids and visibility it must keep are the
+//! [`Store`] contract, not this code.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::thread;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::id::MessageId;
 use crate::live::{Hub, Subscription};
@@ -33,25 +38,11 @@ use crate::message::{Inserted, NewMessage, PreparedMessage, StoredMessage};
 use crate::query::{Page, Query};
 use crate::store::{IdempotencyKey, PartStats, Store, StoreError};
 
-/// How many requests may wait for the writer before senders wait for room.
-const QUEUE_DEPTH: usize = 4096;
-/// The most messages one group commit gathers: large enough to amortize the sync, small enough
-/// that one write stays a few megabytes.
-const MAX_GROUP_MESSAGES: usize = 4096;
+mod readers;
+mod writer;
 
-type Reply = oneshot::Sender<Result<Vec<Inserted>, StoreError>>;
-type Group = Vec<(Vec<PreparedMessage>, Option<IdempotencyKey>, Reply)>;
-
-enum Job {
-    Insert {
-        messages: Vec<PreparedMessage>,
-        /// Only ever set for a single-message insert.
-        key: Option<IdempotencyKey>,
-        reply: Reply,
-    },
-    /// Stop after everything queued before it is written.
-    Stop(oneshot::Sender<()>),
-}
+use readers::Readers;
+use writer::{Job, Writer};
 
 /// A cheap, cloneable async handle on a [`Store`].
 ///
@@ -75,33 +66,6 @@ struct Shared {
     readers: Readers,
 }
 
-/// The writer thread and the only sender to it.
-struct Writer {
-    /// `None` only while dropping: closing the channel is what tells the thread to end.
-    jobs: Option<mpsc::Sender<Job>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Writer {
-    async fn send(&self, job: Job) -> Result<(), StoreError> {
-        match &self.jobs {
-            Some(jobs) => jobs.send(job).await.map_err(|_| StoreError::Closed),
-            None => Err(StoreError::Closed),
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            // The thread finishes at most the group it is writing; a panic there was already
-            // reported to each waiting request as a dropped reply.
-            let _ = thread.join();
-        }
-    }
-}
-
 impl std::fmt::Debug for StoreHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreHandle").finish_non_exhaustive()
@@ -123,19 +87,8 @@ impl StoreHandle {
     /// many reads run at once, and more wait their turn in a queue. A store whose reads wait on
     /// a disk rather than on the CPU wants more than one per core.
     pub fn with_read_limit(store: Arc<dyn Store>, read_limit: NonZeroUsize) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer_store = Arc::clone(&store);
         let hub = Arc::new(Hub::new());
-        let writer_hub = Arc::clone(&hub);
-        let thread = thread::Builder::new()
-            .name("kalamdb-writer".into())
-            .spawn(move || run_writer(writer_store.as_ref(), &writer_hub, rx))
-            // Failing to start a thread at boot leaves nothing sensible to do.
-            .expect("failed to start the store writer thread");
-        let writer = Writer {
-            jobs: Some(tx),
-            thread: Some(thread),
-        };
+        let writer = Writer::start(Arc::clone(&store), Arc::clone(&hub));
         let readers = Readers::start(&store, read_limit);
         Self {
             shared: Arc::new(Shared {
@@ -272,186 +225,6 @@ impl StoreHandle {
         answer
             .await
             .map_err(|_| StoreError::Internal("a store read failed".into()))?
-    }
-}
-
-type ReadJob = Box<dyn FnOnce(&dyn Store) + Send>;
-
-/// The reader threads and the queue they share.
-struct Readers {
-    /// `None` only while dropping: closing the queue is what tells the threads to end.
-    jobs: Option<crossbeam_channel::Sender<ReadJob>>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Readers {
-    fn start(store: &Arc<dyn Store>, count: NonZeroUsize) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded::<ReadJob>();
-        let threads = (0..count.get())
-            .map(|i| {
-                let (store, rx) = (Arc::clone(store), rx.clone());
-                thread::Builder::new()
-                    .name(format!("kalamdb-reader-{i}"))
-                    .spawn(move || {
-                        for job in rx {
-                            // A panicking read fails its own request, not the thread.
-                            let read = std::panic::AssertUnwindSafe(|| job(store.as_ref()));
-                            let _ = std::panic::catch_unwind(read);
-                        }
-                    })
-                    // Failing to start a thread at boot leaves nothing sensible to do.
-                    .expect("failed to start a store reader thread")
-            })
-            .collect();
-        Self {
-            jobs: Some(tx),
-            threads,
-        }
-    }
-
-    fn send(&self, job: ReadJob) -> Result<(), StoreError> {
-        match &self.jobs {
-            Some(jobs) => jobs.send(job).map_err(|_| StoreError::Closed),
-            None => Err(StoreError::Closed),
-        }
-    }
-}
-
-impl Drop for Readers {
-    fn drop(&mut self) {
-        // Like the writer, joined so the store is released before the last handle's drop
-        // returns. Nothing is queued by then: every read's caller held a handle.
-        drop(self.jobs.take());
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The writer thread: gathers whatever inserts are waiting and commits them as one group.
-fn run_writer(store: &dyn Store, hub: &Hub, mut rx: mpsc::Receiver<Job>) {
-    let mut stop = None;
-    while stop.is_none() {
-        let Some(first) = rx.blocking_recv() else {
-            return; // Every handle is gone.
-        };
-        let mut group = Vec::new();
-        let mut total = 0;
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Insert {
-                    messages,
-                    key,
-                    reply,
-                } => {
-                    total += messages.len();
-                    group.push((messages, key, reply));
-                }
-                Job::Stop(done) => {
-                    stop = Some(done);
-                    break;
-                }
-            }
-            if total < MAX_GROUP_MESSAGES {
-                next = rx.try_recv().ok();
-            }
-        }
-        commit(store, hub, group);
-    }
-    rx.close();
-    // Answer (by dropping) any insert that raced in behind the stop: it was never stored.
-    while rx.try_recv().is_ok() {}
-    if let Some(done) = stop {
-        let _ = done.send(());
-    }
-}
-
-/// Writes one group, answers each of its requests, then publishes the group to subscribers.
-///
-/// Idempotency keys are settled here, on the one writer thread, so two requests with the same
-/// key can never both store: a key already on record is answered from the record; a key seen
-/// earlier in this group waits for that request's answer.
-fn commit(store: &dyn Store, hub: &Hub, group: Group) {
-    let mut counts = Vec::with_capacity(group.len());
-    let mut replies: Vec<Vec<Reply>> = Vec::with_capacity(group.len());
-    let mut all = Vec::new();
-    let mut keys = Vec::new();
-    // Key → (its request's place in `replies`, fingerprint), for keys first seen in this group.
-    let mut in_group: HashMap<String, (usize, [u8; 32])> = HashMap::new();
-    for (messages, key, reply) in group {
-        if let Some(key) = key {
-            if let Some((slot, fingerprint)) = in_group.get(&key.key) {
-                if *fingerprint == key.fingerprint {
-                    replies[*slot].push(reply);
-                } else {
-                    let _ = reply.send(Err(StoreError::IdempotencyConflict(key.key)));
-                }
-                continue;
-            }
-            match store.idempotency_record(&key.key) {
-                Ok(Some(record)) => {
-                    let answer = if record.fingerprint == key.fingerprint {
-                        Ok(vec![record.inserted])
-                    } else {
-                        Err(StoreError::IdempotencyConflict(key.key))
-                    };
-                    let _ = reply.send(answer);
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    continue;
-                }
-            }
-            in_group.insert(key.key.clone(), (replies.len(), key.fingerprint));
-            keys.push((all.len(), key));
-        }
-        counts.push(messages.len());
-        replies.push(vec![reply]);
-        all.extend(messages);
-    }
-    if replies.is_empty() {
-        return;
-    }
-    let watched = hub.watched_in(&all);
-    match store.insert_with_keys(&all, &keys) {
-        Ok(inserted) => {
-            // The same function the store used to build what it wrote, so subscribers get
-            // exactly the stored bytes.
-            let committed: Vec<(&str, StoredMessage)> = watched
-                .into_iter()
-                .filter_map(|i| {
-                    let (message, answer) = (all.get(i)?, inserted.get(i)?);
-                    let stored = StoredMessage {
-                        msg_id: answer.msg_id,
-                        json: message.to_json(answer.msg_id),
-                    };
-                    Some((message.conversation_id(), stored))
-                })
-                .collect();
-            let mut inserted = inserted.into_iter();
-            for (count, mut waiting) in counts.into_iter().zip(replies) {
-                let answer: Vec<Inserted> = inserted.by_ref().take(count).collect();
-                // More than one waits only for retries that share an idempotency key: all but one
-                // get copies, and the one, almost always alone, gets the answer itself.
-                // A requester that gave up (its connection closed) no longer needs an answer.
-                if let Some(last) = waiting.pop() {
-                    for reply in waiting {
-                        let _ = reply.send(Ok(answer.clone()));
-                    }
-                    let _ = last.send(Ok(answer));
-                }
-            }
-            hub.publish(committed);
-        }
-        Err(e) => {
-            // The group was one atomic write: none of it is stored, so every request fails alike.
-            for reply in replies.into_iter().flatten() {
-                let _ = reply.send(Err(e.clone()));
-            }
-        }
     }
 }
 

@@ -1,0 +1,200 @@
+//! The group-commit writer: one thread, the store's only writer; see the [`super`] docs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::live::Hub;
+use crate::message::{Inserted, PreparedMessage, StoredMessage};
+use crate::store::{IdempotencyKey, Store, StoreError};
+
+/// How many requests may wait for the writer before senders wait for room.
+const QUEUE_DEPTH: usize = 4096;
+/// The most messages one group commit gathers: large enough to amortize the sync, small enough
+/// that one write stays a few megabytes.
+const MAX_GROUP_MESSAGES: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Vec<Inserted>, StoreError>>;
+type Group = Vec<(Vec<PreparedMessage>, Option<IdempotencyKey>, Reply)>;
+
+pub(super) enum Job {
+    Insert {
+        messages: Vec<PreparedMessage>,
+        /// Only ever set for a single-message insert.
+        key: Option<IdempotencyKey>,
+        reply: Reply,
+    },
+    /// Stop after everything queued before it is written.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The writer thread and the only sender to it.
+pub(super) struct Writer {
+    /// `None` only while dropping: closing the channel is what tells the thread to end.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer thread over `store`, publishing each committed group to `hub`.
+    pub(super) fn start(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let thread = thread::Builder::new()
+            .name("kalamdb-writer".into())
+            .spawn(move || run_writer(store.as_ref(), &hub, rx))
+            // Failing to start a thread at boot leaves nothing sensible to do.
+            .expect("failed to start the store writer thread");
+        Self {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues `job`, waiting for room when the queue is full.
+    pub(super) async fn send(&self, job: Job) -> Result<(), StoreError> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).await.map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            // The thread finishes at most the group it is writing; a panic there was already
+            // reported to each waiting request as a dropped reply.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: gathers whatever inserts are waiting and commits them as one group.
+fn run_writer(store: &dyn Store, hub: &Hub, mut rx: mpsc::Receiver<Job>) {
+    let mut stop = None;
+    while stop.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            return; // Every handle is gone.
+        };
+        let mut group = Vec::new();
+        let mut total = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Insert {
+                    messages,
+                    key,
+                    reply,
+                } => {
+                    total += messages.len();
+                    group.push((messages, key, reply));
+                }
+                Job::Stop(done) => {
+                    stop = Some(done);
+                    break;
+                }
+            }
+            if total < MAX_GROUP_MESSAGES {
+                next = rx.try_recv().ok();
+            }
+        }
+        commit(store, hub, group);
+    }
+    rx.close();
+    // Answer (by dropping) any insert that raced in behind the stop: it was never stored.
+    while rx.try_recv().is_ok() {}
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+/// Writes one group, answers each of its requests, then publishes the group to subscribers.
+///
+/// Idempotency keys are settled here, on the one writer thread, so two requests with the same
+/// key can never both store: a key already on record is answered from the record; a key seen
+/// earlier in this group waits for that request's answer.
+fn commit(store: &dyn Store, hub: &Hub, group: Group) {
+    let mut counts = Vec::with_capacity(group.len());
+    let mut replies: Vec<Vec<Reply>> = Vec::with_capacity(group.len());
+    let mut all = Vec::new();
+    let mut keys = Vec::new();
+    // Key → (its request's place in `replies`, fingerprint), for keys first seen in this group.
+    let mut in_group: HashMap<String, (usize, [u8; 32])> = HashMap::new();
+    for (messages, key, reply) in group {
+        if let Some(key) = key {
+            if let Some((slot, fingerprint)) = in_group.get(&key.key) {
+                if *fingerprint == key.fingerprint {
+                    replies[*slot].push(reply);
+                } else {
+                    let _ = reply.send(Err(StoreError::IdempotencyConflict(key.key)));
+                }
+                continue;
+            }
+            match store.idempotency_record(&key.key) {
+                Ok(Some(record)) => {
+                    let answer = if record.fingerprint == key.fingerprint {
+                        Ok(vec![record.inserted])
+                    } else {
+                        Err(StoreError::IdempotencyConflict(key.key))
+                    };
+                    let _ = reply.send(answer);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            }
+            in_group.insert(key.key.clone(), (replies.len(), key.fingerprint));
+            keys.push((all.len(), key));
+        }
+        counts.push(messages.len());
+        replies.push(vec![reply]);
+        all.extend(messages);
+    }
+    if replies.is_empty() {
+        return;
+    }
+    let watched = hub.watched_in(&all);
+    match store.insert_with_keys(&all, &keys) {
+        Ok(inserted) => {
+            // The same function the store used to build what it wrote, so subscribers get
+            // exactly the stored bytes.
+            let committed: Vec<(&str, StoredMessage)> = watched
+                .into_iter()
+                .filter_map(|i| {
+                    let (message, answer) = (all.get(i)?, inserted.get(i)?);
+                    let stored = StoredMessage {
+                        msg_id: answer.msg_id,
+                        json: message.to_json(answer.msg_id),
+                    };
+                    Some((message.conversation_id(), stored))
+                })
+                .collect();
+            let mut inserted = inserted.into_iter();
+            for (count, mut waiting) in counts.into_iter().zip(replies) {
+                let answer: Vec<Inserted> = inserted.by_ref().take(count).collect();
+                // More than one waits only for retries that share an idempotency key: all but one
+                // get copies, and the one, almost always alone, gets the answer itself.
+                // A requester that gave up (its connection closed) no longer needs an answer.
+                if let Some(last) = waiting.pop() {
+                    for reply in waiting {
+                        let _ = reply.send(Ok(answer.clone()));
+                    }
+                    let _ = last.send(Ok(answer));
+                }
+            }
+            hub.publish(committed);
+        }
+        Err(e) => {
+            // The group was one atomic write: none of it is stored, so every request fails alike.
+            for reply in replies.into_iter().flatten() {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
