@@ -4,6 +4,7 @@
 use kalamdb_server::Config;
 use kalamdb_tests::{call, get, post_json, TestStore};
 use serde_json::{json, Value};
+use std::num::NonZeroUsize;
 
 fn message(conversation_id: &str, content: &str) -> Value {
     json!({"conversation_id": conversation_id, "from": "agent", "content": content})
@@ -49,7 +50,7 @@ async fn a_batch_is_stored_with_ids_in_input_order() {
 #[tokio::test]
 async fn one_bad_message_refuses_the_whole_batch_naming_its_index() {
     let mut config = Config::default();
-    config.limits.max_message_size = 8;
+    config.limits.max_message_size = NonZeroUsize::new(8).unwrap();
     let store = TestStore::new(config);
     let app = store.app();
     let cases = [
@@ -95,7 +96,7 @@ async fn one_bad_message_refuses_the_whole_batch_naming_its_index() {
 #[tokio::test]
 async fn a_batch_over_the_configured_maximum_is_refused() {
     let mut config = Config::default();
-    config.limits.max_batch_messages = 3;
+    config.limits.max_batch_messages = NonZeroUsize::new(3).unwrap();
     let store = TestStore::new(config);
     let app = store.app();
     let four = (0..4).map(|i| message("c", &i.to_string())).collect();

@@ -2,6 +2,7 @@
 //! errors alike, each answer validated against the response the file documents for its status.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -156,7 +157,7 @@ where
 async fn every_answer_matches_docs_openapi_yaml() {
     let mut spec = Spec::load();
     let mut config = Config::default();
-    config.limits.max_message_size = 64;
+    config.limits.max_message_size = NonZeroUsize::new(64).unwrap();
     let store = TestStore::new(config);
     let app = build_app::<Full<Bytes>>(&store.config, store.handle.clone(), Instant::now());
 

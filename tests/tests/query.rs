@@ -1,6 +1,7 @@
 //! `POST /api/v1/query` through the whole stack.
 
 use std::collections::HashSet;
+use std::num::NonZeroUsize;
 
 use http::StatusCode;
 use kalamdb_server::Config;
@@ -117,8 +118,8 @@ async fn an_unknown_conversation_is_an_empty_page() {
 #[tokio::test]
 async fn limit_defaults_and_its_maximum_is_allowed() {
     let mut config = Config::default();
-    config.limits.default_query_limit = 2;
-    config.limits.max_query_limit = 4;
+    config.limits.default_query_limit = NonZeroUsize::new(2).unwrap();
+    config.limits.max_query_limit = NonZeroUsize::new(4).unwrap();
     let store = TestStore::new(config);
     for i in 0..5 {
         insert(&store, "c", &i.to_string()).await;

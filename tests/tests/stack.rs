@@ -1,5 +1,6 @@
 //! Requests through the whole stack, exactly as the server builds it, with `oneshot`.
 
+use std::num::NonZeroUsize;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -104,7 +105,7 @@ async fn rejected(store: &TestStore, request: Request<http_body_util::Full<Bytes
 #[tokio::test]
 async fn bad_input_is_a_clear_json_error_and_stores_nothing() {
     let mut config = Config::default();
-    config.limits.max_message_size = 16;
+    config.limits.max_message_size = NonZeroUsize::new(16).unwrap();
     config.limits.max_metadata_size = 32;
     let store = TestStore::new(config);
 
@@ -275,7 +276,7 @@ async fn a_post_without_a_json_content_type_is_415() {
 #[tokio::test]
 async fn a_body_declared_over_the_limit_is_413_before_it_is_read() {
     let mut config = Config::default();
-    config.limits.max_message_size = 100;
+    config.limits.max_message_size = NonZeroUsize::new(100).unwrap();
     config.limits.max_metadata_size = 100;
     config.middleware.body_limit.max_bytes = 6 * 200 + 4096;
     let store = TestStore::new(config);

@@ -3,6 +3,7 @@
 //! heartbeats past the request timeout, and the end of every stream at shutdown.
 
 use std::collections::BTreeSet;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -278,8 +279,8 @@ async fn many_subscribers_on_one_conversation_each_get_every_message() {
 #[tokio::test]
 async fn past_max_subscribers_a_stream_is_refused_until_one_closes() {
     let mut config = Config::default();
-    config.stream.max_subscribers = 2;
-    config.stream.heartbeat_ms = 50;
+    config.stream.max_subscribers = NonZeroUsize::new(2).unwrap();
+    config.stream.heartbeat_ms = NonZeroU64::new(50).unwrap();
     let server = TestServer::start(config).await;
     let client = http1_client();
     let first = EventStream::open(&client, &server, &stream_path("a"), None)
@@ -317,7 +318,7 @@ async fn past_max_subscribers_a_stream_is_refused_until_one_closes() {
 #[tokio::test]
 async fn heartbeats_keep_an_idle_stream_open_past_the_request_timeout() {
     let mut config = Config::default();
-    config.stream.heartbeat_ms = 50;
+    config.stream.heartbeat_ms = NonZeroU64::new(50).unwrap();
     config.middleware.timeout.request_timeout_ms = 100;
     let server = TestServer::start(config).await;
     let client = http1_client();

@@ -47,7 +47,7 @@ where
         insert_batch: InsertBatch::new(
             store.clone(),
             config.message_limits(),
-            config.limits.max_batch_messages,
+            config.limits.max_batch_messages.get(),
         ),
         get_message: GetMessage::new(store.clone()),
         query_messages: QueryMessages::new(store.clone(), config.query_limits()),

@@ -1,0 +1,50 @@
+//! The rules that span sections; each section checks its own keys (`schema.rs`).
+
+use kalamdb_middleware::InvalidSetting;
+
+use super::Config;
+
+impl Config {
+    /// Every section's own checks, then the rules between sections.
+    pub(super) fn check(&self) -> Result<(), InvalidSetting> {
+        self.server.validate()?;
+        self.storage.validate()?;
+        self.limits.validate()?;
+        self.logging.validate()?;
+        self.middleware.validate()?;
+        self.check_body_limit()
+    }
+
+    /// The body limit admits a message of the largest size, however it is escaped.
+    fn check_body_limit(&self) -> Result<(), InvalidSetting> {
+        let needed = self.min_body_bytes();
+        if self.middleware.body_limit.max_bytes < needed {
+            return Err(InvalidSetting::new(
+                "middleware.body_limit.max_bytes",
+                format!(
+                    "is {} but must be at least {needed} so that a message of \
+                     limits.max_message_size ({}) with metadata of limits.max_metadata_size ({}) \
+                     always fits, even with every character escaped",
+                    self.middleware.body_limit.max_bytes,
+                    self.limits.max_message_size,
+                    self.limits.max_metadata_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The smallest body limit that admits any valid message: every byte of content and
+    /// metadata may arrive as a six-byte `\uXXXX` escape, plus room for the names and the keys.
+    fn min_body_bytes(&self) -> u64 {
+        let escaped = self
+            .limits
+            .max_message_size
+            .get()
+            .saturating_add(self.limits.max_metadata_size)
+            .saturating_mul(6);
+        u64::try_from(escaped)
+            .unwrap_or(u64::MAX)
+            .saturating_add(4096)
+    }
+}
