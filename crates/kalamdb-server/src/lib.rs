@@ -3,10 +3,12 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: `config.toml` → [`Config`], with defaults and validation naming the bad key.
+//! - [`config`]: `config.toml` → [`Config`], with defaults and validation naming the bad key
+//!   (`config/`: the sections' schema, loading, and the checks that span sections).
 //! - [`logging`]: console and file logs, text or JSON, rotated daily, hourly or never.
 //! - [`metrics`]: the process-wide Prometheus recorder `GET /metrics` renders.
-//! - [`stack`]: [`build_app`], the one composition root: endpoints, then the layers in order.
+//! - [`stack`]: [`build_app`], the one composition root: each endpoint by name into the
+//!   router's `Endpoints`, then the layers in order.
 //! - [`serve`]: the hyper-util accept loop: header read timeout, keep-alive, connection cap and
 //!   graceful shutdown.
 //! - [`protocol_errors`]: the connection IO wrapper that gives hyper's own answers to requests it

@@ -181,18 +181,10 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::tests::msg;
     use crate::message::Message;
     use proptest::prelude::*;
-    use serde_json::{Map, Value};
-
-    fn msg(conversation_id: &str, from: &str, content: &str) -> NewMessage {
-        NewMessage {
-            conversation_id: conversation_id.into(),
-            from: from.into(),
-            content: content.into(),
-            metadata: Map::new(),
-        }
-    }
+    use serde_json::Value;
 
     /// Any JSON value nested a few levels, strings with escapes and non-ASCII included.
     fn json_value() -> impl Strategy<Value = Value> {

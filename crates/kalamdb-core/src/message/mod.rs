@@ -227,7 +227,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn msg(conversation_id: &str, from: &str, content: &str) -> NewMessage {
+    /// A message with no metadata; `encode.rs`'s tests use it too.
+    pub(super) fn msg(conversation_id: &str, from: &str, content: &str) -> NewMessage {
         NewMessage {
             conversation_id: conversation_id.into(),
             from: from.into(),
