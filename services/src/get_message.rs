@@ -20,8 +20,8 @@ impl GetMessage {
         Self { store }
     }
 
-    async fn handle<B>(self, request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
-        let params = PathParams::of(&request)?;
+    async fn handle<B>(self, mut request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
+        let params = PathParams::take(&mut request)?;
         let text = params.require("msg_id")?;
         let id: MessageId = text
             .parse()

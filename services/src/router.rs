@@ -183,10 +183,11 @@ impl PathParams {
             .map(PathParams)
     }
 
-    /// The parameters of `request`: those the router found, or else its path matched here.
-    pub(crate) fn of<B>(request: &Request<B>) -> Result<Self, ApiError> {
-        if let Some(params) = request.extensions().get::<PathParams>() {
-            return Ok(params.clone());
+    /// The parameters of `request`: those the router found (taken out of its extensions), or
+    /// else its path matched here.
+    pub(crate) fn take<B>(request: &mut Request<B>) -> Result<Self, ApiError> {
+        if let Some(params) = request.extensions_mut().remove::<PathParams>() {
+            return Ok(params);
         }
         match resolve(request.uri().path()) {
             Some((_, Some(params))) => Self::decode(&params),
@@ -330,15 +331,15 @@ mod tests {
 
     #[test]
     fn path_parameters_are_percent_decoded_once() {
-        let request = Request::get("/api/v1/conversations/conv%20one%2Fx/stream")
+        let mut request = Request::get("/api/v1/conversations/conv%20one%2Fx/stream")
             .body(())
             .unwrap();
-        let params = PathParams::of(&request).unwrap();
+        let params = PathParams::take(&mut request).unwrap();
         assert_eq!(params.get("conversation_id"), Some("conv one/x"));
         assert_eq!(params.get("msg_id"), None);
         // %25 is a literal percent sign, not the start of another escape.
-        let request = Request::get("/api/v1/messages/%2531").body(()).unwrap();
-        let params = PathParams::of(&request).unwrap();
+        let mut request = Request::get("/api/v1/messages/%2531").body(()).unwrap();
+        let params = PathParams::take(&mut request).unwrap();
         assert_eq!(params.get("msg_id"), Some("%31"));
     }
 
@@ -346,8 +347,8 @@ mod tests {
     fn a_malformed_escape_or_bytes_not_utf8_are_a_400_naming_the_parameter() {
         for segment in ["%FF", "%ZZ", "%+1", "a%2", "a%"] {
             let path = format!("/api/v1/conversations/{segment}/stream");
-            let request = Request::get(path.as_str()).body(()).unwrap();
-            let error = PathParams::of(&request).unwrap_err();
+            let mut request = Request::get(path.as_str()).body(()).unwrap();
+            let error = PathParams::take(&mut request).unwrap_err();
             assert_eq!(error.status(), http::StatusCode::BAD_REQUEST, "{segment}");
             assert!(error.to_string().contains("conversation_id"), "{error}");
         }

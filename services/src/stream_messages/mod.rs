@@ -105,8 +105,8 @@ impl StreamMessages {
         }
     }
 
-    async fn handle<B>(self, request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
-        let request = StreamRequest::parse(&request)?;
+    async fn handle<B>(self, mut request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
+        let request = StreamRequest::parse(&mut request)?;
         let permit = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
             ApiError::new(
                 ErrorCode::Overloaded,

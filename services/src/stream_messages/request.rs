@@ -20,8 +20,8 @@ pub(super) struct StreamRequest {
 }
 
 impl StreamRequest {
-    pub(super) fn parse<B>(request: &Request<B>) -> Result<Self, ApiError> {
-        let params = PathParams::of(request)?;
+    pub(super) fn parse<B>(request: &mut Request<B>) -> Result<Self, ApiError> {
+        let params = PathParams::take(request)?;
         let conversation_id = params.require("conversation_id")?.to_owned();
         validate_name("conversation_id", &conversation_id)?;
 
@@ -103,7 +103,7 @@ mod tests {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        StreamRequest::parse(&request.body(()).unwrap())
+        StreamRequest::parse(&mut request.body(()).unwrap())
     }
 
     #[test]
