@@ -3,7 +3,8 @@
 //! The `routes!` table below is the one place routes are written. It declares [`Endpoints`]
 //! (one named field per endpoint, which the server's `stack.rs` fills) and [`ROUTES`]; the
 //! router's dispatch, the `Allow` header of a 405, the timing layer's [`route_name`] and the
-//! route coverage test all read it. Paths are matched by `matchit` (the matcher axum uses), and
+//! route coverage test (`tests/tests/routes.rs`, which holds it to `docs/openapi.yaml`) all
+//! read it. Paths are matched by `matchit` (the matcher axum uses), and
 //! path parameters are percent-decoded once, into [`PathParams`].
 
 use std::convert::Infallible;
