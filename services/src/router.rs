@@ -90,10 +90,11 @@ impl Resource {
     }
 }
 
-/// [`ROUTES`] grouped by template: the fixed ones, and a `matchit` tree of those with parameters.
+/// [`ROUTES`] grouped by template, and a `matchit` tree over the templates.
 struct Table {
     resources: Vec<Resource>,
-    /// Templates with parameters → their place in `resources`.
+    /// Every template → its place in `resources`. Only paths that are no fixed template need
+    /// it, but the fixed ones are in it too, so that matchit refuses templates that overlap.
     tree: matchit::Router<usize>,
 }
 
@@ -113,8 +114,7 @@ static TABLE: LazyLock<Table> = LazyLock::new(|| {
     let mut tree = matchit::Router::new();
     for (place, resource) in resources.iter().enumerate() {
         let template = resource.template;
-        // Into the tree too when fixed, so matchit refuses a template that overlaps another.
-        // The table is a constant: a refusal is a bug the unit tests catch.
+        // The table is a constant: a template matchit refuses is a bug the unit tests catch.
         tree.insert(template, place)
             .unwrap_or_else(|e| panic!("route {template}: {e}"));
     }
