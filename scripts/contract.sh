@@ -20,16 +20,8 @@ if ! cmp -s scripts/contract-requirements.txt "$venv/requirements.txt" 2>/dev/nu
     cp scripts/contract-requirements.txt "$venv/requirements.txt"
 fi
 
-dir=$(mktemp -d)
-server=""
-cleanup() {
-    if [ -n "$server" ]; then
-        kill "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
-    fi
-    rm -rf "$dir"
-}
-trap cleanup EXIT
+# $dir, and the server stopped by PID on exit.
+source scripts/server-dir.sh
 
 # A port free right now (the server refuses port 0); the tests pick theirs the same way.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

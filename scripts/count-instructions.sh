@@ -25,16 +25,8 @@ case "$mode" in
 esac
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 
-dir=$(mktemp -d)
-server=""
-cleanup() {
-    if [ -n "$server" ]; then
-        kill "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
-    fi
-    rm -rf "$dir"
-}
-trap cleanup EXIT
+# $dir, and the server stopped by PID on exit.
+source scripts/server-dir.sh
 cat >"$dir/config.toml" <<EOF
 [server]
 port = $port
