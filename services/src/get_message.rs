@@ -39,9 +39,8 @@ endpoint_service!(GetMessage);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{answer, get, store};
+    use crate::test_support::{get, send, store};
     use kalamdb_core::NewMessage;
-    use tower::ServiceExt;
 
     #[tokio::test]
     async fn answers_the_stored_message_by_its_id() {
@@ -62,7 +61,7 @@ mod tests {
             format!("/api/v1/messages/000{}", inserted.msg_id),
             format!("/api/v1/messages/%3{}", &inserted.msg_id.to_string()),
         ] {
-            let (status, json) = answer(service.clone().oneshot(get(&path)).await.unwrap()).await;
+            let (status, json) = send(&service, get(&path)).await;
             assert_eq!(status, StatusCode::OK, "{path}: {json}");
             assert_eq!(json["msg_id"], inserted.msg_id.to_string());
             assert_eq!(json["content"], "hello");
@@ -73,21 +72,14 @@ mod tests {
     async fn an_unknown_id_is_a_404_and_a_malformed_one_a_400() {
         let (handle, _, _) = store();
         let service = GetMessage::new(handle);
-        let (status, json) = answer(
-            service
-                .clone()
-                .oneshot(get("/api/v1/messages/42"))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, json) = send(&service, get("/api/v1/messages/42")).await;
         assert_eq!(
             (status, json["error"].as_str()),
             (StatusCode::NOT_FOUND, Some("not_found"))
         );
         for bad in ["abc", "-1", "18446744073709551616", "%ZZ"] {
             let path = format!("/api/v1/messages/{bad}");
-            let (status, json) = answer(service.clone().oneshot(get(&path)).await.unwrap()).await;
+            let (status, json) = send(&service, get(&path)).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
             assert!(
                 json["message"].as_str().unwrap().contains("msg_id"),

@@ -59,7 +59,7 @@ endpoint_service!(Health);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{answer, get, store};
+    use crate::test_support::{answer, get, send, store};
     use kalamdb_core::Store;
     use tower::ServiceExt;
 
@@ -67,7 +67,7 @@ mod tests {
     async fn ok_while_the_store_answers_degraded_once_it_fails() {
         let (handle, mem, _) = store();
         let service = Health::new(handle, Instant::now());
-        let (status, json) = answer(service.clone().oneshot(get("/health")).await.unwrap()).await;
+        let (status, json) = send(&service, get("/health")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(json["status"], "ok");
         assert_eq!(json["storage"], "ok");

@@ -90,9 +90,8 @@ endpoint_service!(InsertBatch);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{answer, post_json, store};
+    use crate::test_support::{post_json, send, store};
     use kalamdb_core::{MessageId, Store};
-    use tower::ServiceExt;
 
     fn batch(contents: &[&str]) -> String {
         let messages: Vec<_> = contents
@@ -106,11 +105,8 @@ mod tests {
     async fn stores_every_message_with_ids_in_input_order() {
         let (handle, mem, _) = store();
         let service = InsertBatch::new(handle, Limits::default(), 3);
-        let response = service.oneshot(post_json(
-            "/api/v1/messages/batch",
-            &batch(&["1", "2", "3"]),
-        ));
-        let (status, json) = answer(response.await.unwrap()).await;
+        let request = post_json("/api/v1/messages/batch", &batch(&["1", "2", "3"]));
+        let (status, json) = send(&service, request).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         let ids: Vec<MessageId> = json["messages"]
             .as_array()
@@ -133,10 +129,7 @@ mod tests {
             (batch(&[]), "at least one"),
             (batch(&["1", "2", "3", "4"]), "limits.max_batch_messages"),
         ] {
-            let response = service
-                .clone()
-                .oneshot(post_json("/api/v1/messages/batch", &body));
-            let (status, json) = answer(response.await.unwrap()).await;
+            let (status, json) = send(&service, post_json("/api/v1/messages/batch", &body)).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
             assert!(json["message"].as_str().unwrap().contains(needle), "{json}");
         }

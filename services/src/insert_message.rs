@@ -115,9 +115,8 @@ endpoint_service!(InsertMessage);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{answer, post_json, store};
+    use crate::test_support::{post_json, send, store};
     use kalamdb_core::Store;
-    use tower::ServiceExt;
 
     const MESSAGE: &str = r#"{"conversation_id": "c", "from": "alice", "content": "hi", "metadata": {"role": "user"}}"#;
 
@@ -128,8 +127,7 @@ mod tests {
     #[tokio::test]
     async fn stores_the_message_and_answers_its_id_and_time() {
         let (handle, mem, _) = store();
-        let response = endpoint(handle).oneshot(post_json("/api/v1/messages", MESSAGE));
-        let (status, json) = answer(response.await.unwrap()).await;
+        let (status, json) = send(&endpoint(handle), post_json("/api/v1/messages", MESSAGE)).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         assert_eq!(json["conversation_id"], "c");
         let id: kalamdb_core::MessageId = json["msg_id"].as_str().unwrap().parse().unwrap();
@@ -151,37 +149,16 @@ mod tests {
             request
         };
         let service = endpoint(handle);
-        let (_, first) = answer(
-            service
-                .clone()
-                .oneshot(with_key(MESSAGE, "k1"))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, first) = send(&service, with_key(MESSAGE, "k1")).await;
         // The same message, differently spaced: an honest retry.
         let retry = MESSAGE.replace(", ", ",");
-        let (status, again) = answer(
-            service
-                .clone()
-                .oneshot(with_key(&retry, "k1"))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, again) = send(&service, with_key(&retry, "k1")).await;
         assert_eq!((status, &again), (StatusCode::OK, &first));
         let other = MESSAGE.replace("hi", "bye");
-        let (status, json) = answer(
-            service
-                .clone()
-                .oneshot(with_key(&other, "k1"))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, json) = send(&service, with_key(&other, "k1")).await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(json["error"], "idempotency_conflict");
-        let (status, json) = answer(service.oneshot(with_key(MESSAGE, "")).await.unwrap()).await;
+        let (status, json) = send(&service, with_key(MESSAGE, "")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(json["message"]
             .as_str()
@@ -212,14 +189,7 @@ mod tests {
                 "validation_failed",
             ),
         ] {
-            let (got, json) = answer(
-                service
-                    .clone()
-                    .oneshot(post_json("/api/v1/messages", body))
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (got, json) = send(&service, post_json("/api/v1/messages", body)).await;
             assert_eq!(
                 (got, json["error"].as_str().unwrap()),
                 (status, code),
@@ -228,7 +198,7 @@ mod tests {
         }
         let mut plain = post_json("/api/v1/messages", MESSAGE);
         plain.headers_mut().remove("content-type");
-        let (status, _) = answer(service.oneshot(plain).await.unwrap()).await;
+        let (status, _) = send(&service, plain).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         assert!(mem.is_empty());
     }
@@ -237,8 +207,7 @@ mod tests {
     async fn a_failing_store_is_a_503() {
         let (handle, _, faulty) = store();
         faulty.fail_writes(true);
-        let response = endpoint(handle).oneshot(post_json("/api/v1/messages", MESSAGE));
-        let (status, json) = answer(response.await.unwrap()).await;
+        let (status, json) = send(&endpoint(handle), post_json("/api/v1/messages", MESSAGE)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(json["error"], "unavailable");
     }

@@ -1,6 +1,7 @@
 //! What the endpoints' own tests share: a handle over an in-memory store, requests, and
 //! answers reduced to status and JSON.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use kalamdb_core::testing::{Faulty, MemStore};
 use kalamdb_core::StoreHandle;
 use kalamdb_http::ResponseBody;
 use serde_json::Value;
+use tower::{Service, ServiceExt};
 
 /// A handle over a fresh [`MemStore`], through a [`Faulty`] the test may disturb.
 pub(crate) fn store() -> (StoreHandle, Arc<MemStore>, Arc<Faulty>) {
@@ -38,4 +40,13 @@ pub(crate) async fn answer(response: Response<ResponseBody>) -> (StatusCode, Val
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Sends `request` to a clone of `service` and reduces the answer as [`answer`] does.
+pub(crate) async fn send<S>(service: &S, request: Request<Full<Bytes>>) -> (StatusCode, Value)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<ResponseBody>, Error = Infallible> + Clone,
+{
+    let response = service.clone().oneshot(request).await;
+    answer(response.unwrap_or_else(|never| match never {})).await
 }
