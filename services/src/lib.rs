@@ -13,6 +13,11 @@
 //! | [`get_message`] | `GET /api/v1/messages/{msg_id}` | 200 the message |
 //! | [`query_messages`] | `POST /api/v1/query` | 200 `{messages, count, has_more, next_cursor}` |
 //! | [`stream_messages`] | `GET /api/v1/conversations/{conversation_id}/stream` | 200 `text/event-stream`, one event per message |
+//! | [`conversations`] | `POST /api/v1/conversations` | 201 the conversation; 409 `conflict` |
+//! | [`conversations`] | `GET /api/v1/conversations` | 200 `{conversations, count, has_more, next_cursor}` |
+//! | [`conversations`] | `GET`, `PATCH /api/v1/conversations/{conversation_id}` | 200 the conversation |
+//! | [`conversations`] | `GET /api/v1/conversations/{conversation_id}/members` | 200 `{members}` |
+//! | [`conversations`] | `PUT`, `DELETE /api/v1/conversations/{conversation_id}/members/{user_id}` | 204 |
 //! | [`health`] | `GET /health` | 200 `{status, version, uptime_secs, storage}` |
 //! | [`metrics`] | `GET /metrics` | 200 Prometheus text |
 //! | [`router`] | everything | the route table; 404 / 405 JSON for unknown paths and methods |
@@ -26,7 +31,8 @@
 //!
 //! # Status codes
 //!
-//! 200, 400 (`invalid_json`, `validation_failed`), 404, 405, 409, 413, 415, 500, 503
+//! 200, 201, 204, 400 (`invalid_json`, `validation_failed`), 404, 405, 409 (`conflict`,
+//! `idempotency_conflict`), 413, 415, 500, 503
 //! (`unavailable`, `overloaded` past `stream.max_subscribers`, and 503 `degraded` health).
 //! [`route_name`] gives the layers a route label for a path.
 
@@ -67,6 +73,7 @@ macro_rules! endpoint_service {
     };
 }
 
+pub mod conversations;
 pub mod get_message;
 pub mod health;
 pub mod insert_batch;
@@ -76,6 +83,10 @@ pub mod query_messages;
 pub mod router;
 pub mod stream_messages;
 
+pub use conversations::{
+    CreateConversation, DeleteMember, GetConversation, ListConversations, ListMembers,
+    PatchConversation, PutMember,
+};
 pub use get_message::GetMessage;
 pub use health::Health;
 pub use insert_batch::InsertBatch;

@@ -18,8 +18,9 @@ use percent_encoding::percent_decode_str;
 use tower_service::Service;
 
 use crate::{
-    EndpointFuture, GetMessage, Health, InsertBatch, InsertMessage, Metrics, QueryMessages,
-    StreamMessages,
+    CreateConversation, DeleteMember, EndpointFuture, GetConversation, GetMessage, Health,
+    InsertBatch, InsertMessage, ListConversations, ListMembers, Metrics, PatchConversation,
+    PutMember, QueryMessages, StreamMessages,
 };
 
 /// Declares [`Endpoints`], [`ROUTES`] and the dispatch from a route's place in the table to its
@@ -67,6 +68,13 @@ routes! {
     GET "/api/v1/messages/{msg_id}" => get_message: GetMessage,
     POST "/api/v1/query" => query_messages: QueryMessages,
     GET "/api/v1/conversations/{conversation_id}/stream" => stream_messages: StreamMessages,
+    POST "/api/v1/conversations" => create_conversation: CreateConversation,
+    GET "/api/v1/conversations" => list_conversations: ListConversations,
+    GET "/api/v1/conversations/{conversation_id}" => get_conversation: GetConversation,
+    PATCH "/api/v1/conversations/{conversation_id}" => patch_conversation: PatchConversation,
+    GET "/api/v1/conversations/{conversation_id}/members" => list_members: ListMembers,
+    PUT "/api/v1/conversations/{conversation_id}/members/{user_id}" => put_member: PutMember,
+    DELETE "/api/v1/conversations/{conversation_id}/members/{user_id}" => delete_member: DeleteMember,
     GET "/health" => health: Health,
     GET "/metrics" => metrics: Metrics,
 }
@@ -304,6 +312,19 @@ mod tests {
                 "/api/v1/conversations/c%201/stream",
                 "/api/v1/conversations/{conversation_id}/stream",
             ),
+            ("/api/v1/conversations", "/api/v1/conversations"),
+            (
+                "/api/v1/conversations/c",
+                "/api/v1/conversations/{conversation_id}",
+            ),
+            (
+                "/api/v1/conversations/c/members",
+                "/api/v1/conversations/{conversation_id}/members",
+            ),
+            (
+                "/api/v1/conversations/c/members/u",
+                "/api/v1/conversations/{conversation_id}/members/{user_id}",
+            ),
             ("/health", "/health"),
             ("/metrics", "/metrics"),
         ] {
@@ -317,8 +338,10 @@ mod tests {
             "/api/v1/messages/",
             "/api/v1/messages/1/2",
             "/api/v1/messages/batch/x",
-            "/api/v1/conversations/c",
+            "/api/v1/conversations/",
             "/api/v1/conversations//stream",
+            "/api/v1/conversations/c/members/",
+            "/api/v1/conversations/c/members/u/x",
             "/api/v1/conversations/c/stream/",
             "/api/v1/conversations/c/stream/x",
             "/api/v2/messages",

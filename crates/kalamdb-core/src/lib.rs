@@ -10,6 +10,8 @@
 //! - [`message`]: [`NewMessage`] as clients send it and its validation against [`Limits`],
 //!   [`PreparedMessage`], its JSON encoded on the request's task for the writer to finish,
 //!   [`Message`] as it is returned, [`StoredMessage`] as a store hands it back.
+//! - [`conversation`]: conversations as records: [`NewConversation`], [`ConversationPatch`],
+//!   [`Conversation`], and the listing by activity with its [`ListCursor`].
 //! - [`query`]: [`Query`] and [`Page`], a conversation's history read a page at a time.
 //! - [`store`]: the blocking [`Store`] trait that backends implement, [`StoreError`], and the
 //!   [`PartStats`] size figures the metrics publish.
@@ -28,6 +30,7 @@
 //! `server.node_id` (through [`IdGenerator`]), `limits.max_message_size` and
 //! `limits.max_metadata_size` (through [`Limits`]); the server crate reads them and passes them in.
 
+pub mod conversation;
 pub mod handle;
 pub mod id;
 pub mod live;
@@ -38,6 +41,10 @@ pub mod strict_json;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
+pub use conversation::{
+    Conversation, ConversationPage, ConversationPatch, ConversationQuery, ListCursor, ListPosition,
+    NewConversation,
+};
 pub use handle::StoreHandle;
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
 pub use live::{Delivery, Subscription};

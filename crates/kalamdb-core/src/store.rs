@@ -1,5 +1,8 @@
 //! The storage abstraction every endpoint talks to, and its typed errors.
 
+use crate::conversation::{
+    Conversation, ConversationPage, ConversationPatch, ConversationQuery, NewConversation,
+};
 use crate::id::{IdError, MessageId};
 use crate::message::{Inserted, NewMessage, PreparedMessage, StoredMessage, ValidationError};
 use crate::query::{Page, Query};
@@ -20,6 +23,9 @@ pub enum StoreError {
     /// Stored bytes did not decode: a bug or on-disk corruption.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// What a request would create exists already (a conversation's id).
+    #[error("{0}")]
+    Conflict(String),
     /// An idempotency key was reused with a different request.
     #[error("the idempotency key {0:?} was already used with a different request")]
     IdempotencyConflict(String),
@@ -84,6 +90,14 @@ impl From<IdError> for StoreError {
 /// messages they answer for, and [`Store::idempotency_record`] returns a record until it
 /// expires (`limits.idempotency_ttl_secs`). The handle settles concurrent uses of one key
 /// before calling the store.
+///
+/// # Conversations
+///
+/// A conversation's record (`../shared/DESIGN.md` §6.1) comes into being with its first message
+/// or with [`Store::create_conversation`]. Its `message_count`, `updated_at` and last message
+/// change in the same atomic write as the messages that change them, so they are exact at all
+/// times, and a batch that fails changes none of them. Listings follow
+/// [`crate::conversation`]'s rules for the cursor.
 pub trait Store: Send + Sync + 'static {
     /// Stores `messages` atomically, all or none, giving them strictly increasing ids in input
     /// order (see the trait's Ids and Visibility). When this returns `Ok`, the messages are as
@@ -115,6 +129,39 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one page of a conversation. Its cost is O(log n + limit): it never reads another
     /// conversation's messages.
     fn query(&self, query: &Query) -> Result<Page, StoreError>;
+
+    /// Creates a conversation; [`StoreError::Conflict`] when its id is taken. A missing id is
+    /// made up (`conv_` and a fresh Snowflake id). `new` is validated, members deduplicated.
+    fn create_conversation(&self, new: &NewConversation) -> Result<Conversation, StoreError>;
+
+    /// One conversation's record, `None` when it does not exist.
+    fn conversation(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError>;
+
+    /// One page of the conversations of the server, or of one member, most recent activity
+    /// first. Its cost is O(log n + limit) entries of the listing it ranges over (plus, for a
+    /// member, one read per very large conversation the member is in: the store's docs).
+    fn list_conversations(&self, query: &ConversationQuery)
+        -> Result<ConversationPage, StoreError>;
+
+    /// Changes a conversation's title or metadata, moving its `updated_at` to now when anything
+    /// changed; `None` when it does not exist. `patch` is validated.
+    fn update_conversation(
+        &self,
+        conversation_id: &str,
+        patch: &ConversationPatch,
+    ) -> Result<Option<Conversation>, StoreError>;
+
+    /// A conversation's members in byte order, `None` when it does not exist.
+    fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError>;
+
+    /// Adds (`member = true`) or removes a member; doing so twice is the same as once. `false`
+    /// when the conversation does not exist. `user_id` is a valid name.
+    fn set_member(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        member: bool,
+    ) -> Result<bool, StoreError>;
 
     /// Probes the storage medium: fails when the store can no longer read or write.
     fn health_check(&self) -> Result<(), StoreError>;

@@ -7,13 +7,19 @@
 //!   panics on a conversation's reads, and counts what it saw. Every method it does not
 //!   disturb is the inner store's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::id::{IdGenerator, MessageId};
+use serde_json::{Map, Value};
+
+use crate::conversation::{
+    Conversation, ConversationPage, ConversationPatch, ConversationQuery, ListCursor,
+    NewConversation,
+};
+use crate::id::{Clock, IdGenerator, MessageId, SystemClock};
 use crate::message::{Inserted, PreparedMessage, StoredMessage};
 use crate::query::{Order, Page, Query};
 use crate::store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};
@@ -33,6 +39,42 @@ struct State {
     /// id → conversation, for reads by id.
     index: HashMap<MessageId, String>,
     keys: HashMap<String, IdempotencyRecord>,
+    conversations: BTreeMap<String, Record>,
+}
+
+/// A conversation's record as the memory store keeps it.
+#[derive(Debug, Default)]
+struct Record {
+    created_at: u64,
+    updated_at: u64,
+    message_count: u64,
+    last_id: Option<MessageId>,
+    title: Option<String>,
+    metadata: Map<String, Value>,
+    members: BTreeSet<String>,
+}
+
+impl State {
+    fn view(&self, conversation_id: &str) -> Option<Conversation> {
+        let record = self.conversations.get(conversation_id)?;
+        let last_message = record.last_id.and_then(|id| {
+            self.messages
+                .get(&(conversation_id.to_owned(), id))
+                .map(|json| StoredMessage {
+                    msg_id: id,
+                    json: json.clone(),
+                })
+        });
+        Some(Conversation {
+            conversation_id: conversation_id.to_owned(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            message_count: record.message_count,
+            last_message,
+            title: record.title.clone(),
+            metadata: record.metadata.clone(),
+        })
+    }
 }
 
 impl Default for MemStore {
@@ -104,6 +146,17 @@ impl Store for MemStore {
                 .messages
                 .insert((conversation.clone(), id), message.to_json(id));
             state.index.insert(id, conversation.clone());
+            let at = id.timestamp_ms();
+            let record = state
+                .conversations
+                .entry(conversation.clone())
+                .or_insert_with(|| Record {
+                    created_at: at,
+                    ..Record::default()
+                });
+            record.message_count += 1;
+            record.last_id = Some(id);
+            record.updated_at = record.updated_at.max(at);
             inserted.push(Inserted {
                 msg_id: id,
                 conversation_id: conversation,
@@ -176,6 +229,131 @@ impl Store for MemStore {
         Ok(Page { messages, has_more })
     }
 
+    fn create_conversation(&self, new: &NewConversation) -> Result<Conversation, StoreError> {
+        self.open()?;
+        let mut state = self.state();
+        let id = match &new.conversation_id {
+            Some(id) => id.clone(),
+            None => format!("conv_{}", self.ids.next_id()?),
+        };
+        if state.conversations.contains_key(&id) {
+            return Err(StoreError::Conflict(format!(
+                "conversation {id:?} already exists"
+            )));
+        }
+        let now = SystemClock.now_ms();
+        state.conversations.insert(
+            id.clone(),
+            Record {
+                created_at: now,
+                updated_at: now,
+                title: new.title.clone(),
+                metadata: new.metadata.clone(),
+                members: new.members.iter().cloned().collect(),
+                ..Record::default()
+            },
+        );
+        Ok(state.view(&id).expect("just inserted"))
+    }
+
+    fn conversation(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.open()?;
+        Ok(self.state().view(conversation_id))
+    }
+
+    fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        self.open()?;
+        let state = self.state();
+        // Without a cursor every conversation stands at its `updated_at`.
+        let started_at = query.cursor.as_ref().map_or(u64::MAX, |c| c.started_at);
+        let mut listed: Vec<_> = state
+            .conversations
+            .iter()
+            .filter(|(_, r)| query.member.as_ref().is_none_or(|m| r.members.contains(m)))
+            .map(|(id, r)| {
+                let at = ListCursor::position_of(started_at, id, r.created_at, r.updated_at);
+                (at, id)
+            })
+            .filter(|(at, _)| query.cursor.as_ref().is_none_or(|c| *at > c.after))
+            .collect();
+        listed.sort();
+        let has_more = listed.len() > query.limit;
+        listed.truncate(query.limit);
+        let started_at = match &query.cursor {
+            Some(cursor) => cursor.started_at,
+            None => listed
+                .first()
+                .map_or(0, |(at, _)| at.at.0)
+                .max(SystemClock.now_ms()),
+        };
+        let next_cursor = listed
+            .last()
+            .filter(|_| has_more)
+            .map(|(at, _)| ListCursor {
+                started_at,
+                after: at.clone(),
+            });
+        let conversations = listed.iter().filter_map(|(_, id)| state.view(id)).collect();
+        Ok(ConversationPage {
+            conversations,
+            has_more,
+            next_cursor,
+        })
+    }
+
+    fn update_conversation(
+        &self,
+        conversation_id: &str,
+        patch: &ConversationPatch,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.open()?;
+        let mut state = self.state();
+        let Some(record) = state.conversations.get_mut(conversation_id) else {
+            return Ok(None);
+        };
+        if !patch.is_empty() {
+            if let Some(title) = &patch.title {
+                record.title.clone_from(title);
+            }
+            if let Some(metadata) = &patch.metadata {
+                record.metadata = metadata.clone().unwrap_or_default();
+            }
+            record.updated_at = record.updated_at.max(SystemClock.now_ms());
+        }
+        Ok(state.view(conversation_id))
+    }
+
+    fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.open()?;
+        Ok(self
+            .state()
+            .conversations
+            .get(conversation_id)
+            .map(|r| r.members.iter().cloned().collect()))
+    }
+
+    fn set_member(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        self.open()?;
+        let mut state = self.state();
+        let Some(record) = state.conversations.get_mut(conversation_id) else {
+            return Ok(false);
+        };
+        if member {
+            record.members.insert(user_id.to_owned());
+        } else {
+            record.members.remove(user_id);
+        }
+        Ok(true)
+    }
+
     fn health_check(&self) -> Result<(), StoreError> {
         self.open()
     }
@@ -197,6 +375,7 @@ impl Store for MemStore {
             part("messages", state.messages.len()),
             part("message_index", state.index.len()),
             part("idempotency", state.keys.len()),
+            part("conversations", state.conversations.len()),
         ])
     }
 
@@ -320,6 +499,42 @@ impl Store for Faulty {
         let page = self.inner.query(query);
         self.reading.fetch_sub(1, Ordering::SeqCst);
         page
+    }
+
+    fn create_conversation(&self, new: &NewConversation) -> Result<Conversation, StoreError> {
+        self.inner.create_conversation(new)
+    }
+
+    fn conversation(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.inner.conversation(conversation_id)
+    }
+
+    fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        self.inner.list_conversations(query)
+    }
+
+    fn update_conversation(
+        &self,
+        conversation_id: &str,
+        patch: &ConversationPatch,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.inner.update_conversation(conversation_id, patch)
+    }
+
+    fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.inner.members(conversation_id)
+    }
+
+    fn set_member(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_member(conversation_id, user_id, member)
     }
 
     fn health_check(&self) -> Result<(), StoreError> {

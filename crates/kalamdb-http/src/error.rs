@@ -29,6 +29,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: an idempotency key reused with another body.
     IdempotencyConflict,
+    /// 409: what the request would create exists already (a conversation id).
+    Conflict,
     /// 413: the body or the content is over its limit.
     PayloadTooLarge,
     /// 415: a POST without a JSON content type.
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimited => "rate_limited",
@@ -77,7 +80,7 @@ impl ErrorCode {
             ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::IdempotencyConflict => StatusCode::CONFLICT,
+            ErrorCode::IdempotencyConflict | ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -263,6 +266,7 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable()
             }
             StoreError::Closed => ApiError::unavailable(),
+            StoreError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
             StoreError::Invalid(v) => v.into(),
             StoreError::IdempotencyConflict(_) => ApiError::new(
                 ErrorCode::IdempotencyConflict,

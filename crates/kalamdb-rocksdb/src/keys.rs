@@ -6,6 +6,17 @@
 //! | `message_index` | msg_id (u64 big-endian) | [`VALUE_VERSION`] ‖ `conversation_id` bytes |
 //! | `idempotency` | the idempotency key | see [`encode_idempotency`] |
 //! | `meta` | a name such as `format_version` | format-specific |
+//! | `conversations` | `conversation_id` ‖ `0x02` ‖ `s` | [`ConversationState`]: times, count, last id, members (hot, rewritten by each write) |
+//! | `conversations` | `conversation_id` ‖ `0x02` ‖ `d` | [`encode_details`]: title and metadata (rewritten only by a create or patch) |
+//! | `conversation_activity` | member ‖ `0x02` ‖ kind ‖ NOT time (u64 big-endian) ‖ `conversation_id` | empty |
+//! | `members` | `conversation_id` ‖ `0x02` ‖ `user_id` | empty |
+//!
+//! `conversation_activity` holds the listings by activity ([`ActivityKind`]): the server's own
+//! under the empty member (its keys start with `0x02`), and each member's of a conversation of at
+//! most [`crate::INDEXED_MEMBERS`] members. Kind `u` is keyed by `updated_at`, kind `c` by
+//! `created_at` (what a cursor falls back on for a conversation that moved while it paged), both
+//! newest first; kind `L` lists, without a time, a member's conversations too large to index per
+//! member, which a listing reads and sorts at read time.
 //!
 //! A conversation id never contains a control character (they are refused at validation), so
 //! the `0x02` ends it unambiguously: all of one conversation's keys are contiguous and lie in the
@@ -41,16 +52,32 @@ pub const CF_MESSAGE_INDEX: &str = "message_index";
 pub const CF_IDEMPOTENCY: &str = "idempotency";
 /// Column family holding the store's own facts (format version, node id).
 pub const CF_META: &str = "meta";
+/// Column family holding each conversation's record.
+pub const CF_CONVERSATIONS: &str = "conversations";
+/// Column family holding the listings of conversations by activity.
+pub const CF_ACTIVITY: &str = "conversation_activity";
+/// Column family holding each conversation's members.
+pub const CF_MEMBERS: &str = "members";
 /// Every column family, in the order they are opened.
-pub const COLUMN_FAMILIES: [&str; 4] = [CF_MESSAGES, CF_MESSAGE_INDEX, CF_IDEMPOTENCY, CF_META];
+pub const COLUMN_FAMILIES: [&str; 7] = [
+    CF_MESSAGES,
+    CF_MESSAGE_INDEX,
+    CF_IDEMPOTENCY,
+    CF_META,
+    CF_CONVERSATIONS,
+    CF_ACTIVITY,
+    CF_MEMBERS,
+];
 
 /// The version byte that starts every value this build writes.
 pub const VALUE_VERSION: u8 = 1;
 /// The on-disk format this build reads and writes, recorded in `meta`.
-pub const FORMAT_VERSION: u32 = 3;
-/// The older formats this build upgrades on open: `messages` keys in ascending id order (1), and
-/// newest first without a bucket (2).
-pub const OLD_FORMAT_VERSIONS: [u32; 2] = [1, 2];
+pub const FORMAT_VERSION: u32 = 4;
+/// The older formats this build upgrades on open: `messages` keys in ascending id order (1),
+/// newest first without a bucket (2), and without conversation records (3).
+pub const OLD_FORMAT_VERSIONS: [u32; 3] = [1, 2, 3];
+/// The last format whose `messages` keys differ from this build's.
+pub const LAST_OLD_KEY_FORMAT: u32 = 2;
 /// `meta` key of the format version (u32 big-endian).
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
 /// `meta` key of the node id that last opened the store (u16 big-endian).
@@ -283,6 +310,196 @@ pub fn idempotency_created_ms(value: &[u8]) -> Option<u64> {
     decode_idempotency(value).map(|(_, created_ms, _)| created_ms)
 }
 
+/// A `conversations` key: the conversation's state (`s`) or details (`d`).
+pub fn conversation_key(conversation_id: &str, part: u8) -> Vec<u8> {
+    let mut key = Vec::with_capacity(conversation_id.len() + 2);
+    key.extend_from_slice(conversation_id.as_bytes());
+    key.push(SEPARATOR);
+    key.push(part);
+    key
+}
+
+/// The `conversations` key suffix of a conversation's state.
+pub const STATE: u8 = b's';
+/// The `conversations` key suffix of a conversation's title and metadata.
+pub const DETAILS: u8 = b'd';
+
+/// The entries of `conversation_activity`: see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivityKind {
+    /// By `updated_at`.
+    Updated = b'u' as isize,
+    /// By `created_at`.
+    Created = b'c' as isize,
+    /// A member's conversation too large to index per member: no time.
+    Large = b'L' as isize,
+}
+
+/// `member ‖ 0x02 ‖ kind`: what every entry of one listing starts with (`member` is empty for
+/// the server's own).
+pub fn activity_prefix(member: &str, kind: ActivityKind) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(member.len() + 2 + 8 + 32);
+    prefix.extend_from_slice(member.as_bytes());
+    prefix.push(SEPARATOR);
+    prefix.push(kind as u8);
+    prefix
+}
+
+/// The first key past every entry starting with `prefix`.
+pub fn past_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut upper = prefix.to_vec();
+    // Prefixes end with a kind or separator byte, never 0xff.
+    *upper.last_mut().expect("prefixes are not empty") += 1;
+    upper
+}
+
+/// A listing entry: `prefix ‖ NOT at ‖ conversation_id` (`at` omitted for [`ActivityKind::Large`]).
+pub fn activity_key(member: &str, kind: ActivityKind, at: u64, conversation_id: &str) -> Vec<u8> {
+    let mut key = activity_prefix(member, kind);
+    if kind != ActivityKind::Large {
+        key.extend_from_slice(&position_suffix(at, conversation_id));
+    } else {
+        key.extend_from_slice(conversation_id.as_bytes());
+    }
+    key
+}
+
+/// `NOT at ‖ conversation_id`: what orders listing entries, as [`kalamdb_core::ListPosition`] does.
+pub fn position_suffix(at: u64, conversation_id: &str) -> Vec<u8> {
+    let mut suffix = Vec::with_capacity(8 + conversation_id.len());
+    suffix.extend_from_slice(&(!at).to_be_bytes());
+    suffix.extend_from_slice(conversation_id.as_bytes());
+    suffix
+}
+
+/// Splits a position suffix into its time and conversation id.
+pub fn decode_position(suffix: &[u8]) -> Option<(u64, &str)> {
+    let (at, conversation) = suffix.split_at_checked(8)?;
+    let at = !u64::from_be_bytes(at.try_into().ok()?);
+    Some((at, std::str::from_utf8(conversation).ok()?))
+}
+
+/// A `members` key.
+pub fn member_key(conversation_id: &str, user_id: &str) -> Vec<u8> {
+    let mut key = members_prefix(conversation_id);
+    key.extend_from_slice(user_id.as_bytes());
+    key
+}
+
+/// `conversation_id ‖ 0x02`, what every `members` key of the conversation starts with.
+pub fn members_prefix(conversation_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(conversation_id.len() + 1 + 32);
+    key.extend_from_slice(conversation_id.as_bytes());
+    key.push(SEPARATOR);
+    key
+}
+
+/// A conversation's state: what every message written to it changes.
+///
+/// Encoded after the version byte as `created_at`, `updated_at`, `message_count`, the last
+/// message's id (0 for none), all u64 big-endian, the member count (u32 big-endian), a flags byte
+/// (bit 0: too large to index per member), then, when not large, each member as a length byte
+/// and its bytes (names are at most 255 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConversationState {
+    /// When it came into being.
+    pub created_at: u64,
+    /// Its last activity.
+    pub updated_at: u64,
+    /// Its messages.
+    pub message_count: u64,
+    /// Its newest message.
+    pub last_id: Option<MessageId>,
+    /// How many members it has.
+    pub member_count: u32,
+    /// Whether its members' listings hold it as [`ActivityKind::Large`].
+    pub large: bool,
+    /// Its members, when not `large` (the listings to keep current on each write).
+    pub members: Vec<String>,
+}
+
+const LARGE_FLAG: u8 = 1;
+
+impl ConversationState {
+    /// The stored bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let members: usize = self.members.iter().map(|m| m.len() + 1).sum();
+        let mut out = Vec::with_capacity(1 + 37 + members);
+        out.push(VALUE_VERSION);
+        for figure in [
+            self.created_at,
+            self.updated_at,
+            self.message_count,
+            self.last_id.map_or(0, MessageId::as_u64),
+        ] {
+            out.extend_from_slice(&figure.to_be_bytes());
+        }
+        out.extend_from_slice(&self.member_count.to_be_bytes());
+        out.push(if self.large { LARGE_FLAG } else { 0 });
+        if !self.large {
+            for member in &self.members {
+                // Validated names are 1-255 bytes.
+                out.push(member.len() as u8);
+                out.extend_from_slice(member.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// The state in `value`, `None` when it does not decode.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        let payload = decode_value(value)?;
+        let (figures, rest) = payload.split_at_checked(37)?;
+        let figure = |i: usize| u64::from_be_bytes(figures[i * 8..i * 8 + 8].try_into().unwrap());
+        let member_count = u32::from_be_bytes(figures[32..36].try_into().ok()?);
+        let large = figures[36] & LARGE_FLAG != 0;
+        let mut members = Vec::new();
+        let mut rest = rest;
+        while let Some((&len, tail)) = rest.split_first() {
+            let (name, tail) = tail.split_at_checked(usize::from(len))?;
+            members.push(std::str::from_utf8(name).ok()?.to_owned());
+            rest = tail;
+        }
+        Some(Self {
+            created_at: figure(0),
+            updated_at: figure(1),
+            message_count: figure(2),
+            last_id: Some(figure(3))
+                .filter(|&id| id != 0)
+                .map(MessageId::from_u64),
+            member_count,
+            large,
+            members,
+        })
+    }
+}
+
+/// A conversation's details as stored: the title's length (u16 big-endian, `0xffff` for none),
+/// the title, then the metadata's JSON. Wrapped by [`encode_value`].
+pub fn encode_details(title: Option<&str>, metadata_json: &[u8]) -> Vec<u8> {
+    let title_bytes = title.map_or(&[][..], str::as_bytes);
+    let mut out = Vec::with_capacity(3 + title_bytes.len() + metadata_json.len());
+    out.push(VALUE_VERSION);
+    // Titles are at most 255 bytes.
+    let len = title.map_or(u16::MAX, |t| t.len() as u16);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(title_bytes);
+    out.extend_from_slice(metadata_json);
+    out
+}
+
+/// The title and metadata JSON of stored details, `None` when they do not decode.
+pub fn decode_details(value: &[u8]) -> Option<(Option<&str>, &[u8])> {
+    let payload = decode_value(value)?;
+    let (len, rest) = payload.split_at_checked(2)?;
+    let len = u16::from_be_bytes(len.try_into().ok()?);
+    if len == u16::MAX {
+        return Some((None, rest));
+    }
+    let (title, metadata) = rest.split_at_checked(usize::from(len))?;
+    Some((Some(std::str::from_utf8(title).ok()?), metadata))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +527,59 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn conversation_records_round_trip() {
+        let state = ConversationState {
+            created_at: 1,
+            updated_at: 2,
+            message_count: 3,
+            last_id: Some(MessageId::from_u64(4)),
+            member_count: 2,
+            large: false,
+            members: vec!["alice".into(), "é".repeat(127)],
+        };
+        assert_eq!(
+            ConversationState::decode(&state.encode()),
+            Some(state.clone())
+        );
+        let large = ConversationState {
+            large: true,
+            last_id: None,
+            ..state
+        };
+        let decoded = ConversationState::decode(&large.encode()).unwrap();
+        assert_eq!(
+            (decoded.large, decoded.members.len(), decoded.last_id),
+            (true, 0, None)
+        );
+        assert_eq!(ConversationState::decode(&[VALUE_VERSION, 0]), None);
+
+        assert_eq!(
+            decode_details(&encode_details(Some("Trip"), b"{}")),
+            Some((Some("Trip"), &b"{}"[..]))
+        );
+        assert_eq!(
+            decode_details(&encode_details(None, b"{\"a\":1}")),
+            Some((None, &b"{\"a\":1}"[..]))
+        );
+    }
+
     proptest! {
+        /// Listing entries run newest first, then by conversation id, as `ListPosition` does.
+        #[test]
+        fn activity_entries_sort_as_list_positions(
+            a in (any::<u64>(), conversation_id()),
+            b in (any::<u64>(), conversation_id()),
+        ) {
+            let ka = activity_key("m", ActivityKind::Updated, a.0, &a.1);
+            let kb = activity_key("m", ActivityKind::Updated, b.0, &b.1);
+            let pa = kalamdb_core::ListPosition::new(a.0, a.1.clone());
+            let pb = kalamdb_core::ListPosition::new(b.0, b.1.clone());
+            prop_assert_eq!(ka.cmp(&kb), pa.cmp(&pb));
+            let prefix = activity_prefix("m", ActivityKind::Updated).len();
+            prop_assert_eq!(decode_position(&ka[prefix..]), Some((a.0, a.1.as_str())));
+        }
+
         /// Key order is bucket, conversation bytes, then newest first, for every pair of keys.
         #[test]
         fn key_order_is_bucket_conversation_then_newest_first(

@@ -10,6 +10,8 @@
 //! - `open.rs`: [`RocksStore::open`] and [`OpenError`]: the format check, the upgrade of older
 //!   layouts and the id generator's seed.
 //! - `store.rs`: the [`Store`] trait's methods: writes, reads, probes and figures.
+//! - `conversations.rs`: conversation records, listings by activity and members: what each
+//!   write adds to its batch, and the conversation methods of [`Store`].
 //!
 //! # Config keys it serves
 //!
@@ -42,8 +44,10 @@
 //! # Upgrades
 //!
 //! Opening a store of format version 1 or 2 rewrites its message keys into the current layout
-//! before anything else reads it (`docs/RELIABILITY.md`).
+//! before anything else reads it; one of version 3 or older gets its conversation records and
+//! listings built from its messages (`docs/RELIABILITY.md`).
 
+mod conversations;
 pub mod keys;
 mod open;
 mod options;
@@ -56,6 +60,7 @@ use std::sync::Mutex;
 use kalamdb_core::{IdGenerator, MessageId, StoreError};
 use rocksdb::{ColumnFamily, WriteOptions, DB};
 
+pub use crate::conversations::INDEXED_MEMBERS;
 use crate::keys::CF_IDEMPOTENCY;
 use crate::open::highest_id;
 pub use crate::open::OpenError;

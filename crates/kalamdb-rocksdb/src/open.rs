@@ -12,8 +12,9 @@ use rocksdb::{
 };
 
 use crate::keys::{
-    self, CF_IDEMPOTENCY, CF_MESSAGES, CF_MESSAGE_INDEX, CF_META, COLUMN_FAMILIES, FORMAT_VERSION,
-    META_FORMAT_VERSION, META_NODE_ID,
+    self, ActivityKind, ConversationState, CF_ACTIVITY, CF_CONVERSATIONS, CF_IDEMPOTENCY,
+    CF_MESSAGES, CF_MESSAGE_INDEX, CF_META, COLUMN_FAMILIES, FORMAT_VERSION, META_FORMAT_VERSION,
+    META_NODE_ID,
 };
 use crate::options::{cf_options, write_options, BLOCK_CACHE_BYTES};
 use crate::store::now_ms;
@@ -32,7 +33,7 @@ pub enum OpenError {
         reason: String,
     },
     /// The directory was written by a newer, incompatible build.
-    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} and upgrades versions 1 and 2")]
+    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} and upgrades versions 1 to 3")]
     Format {
         /// The directory.
         path: PathBuf,
@@ -84,13 +85,20 @@ impl RocksStore {
         let db = DB::open_cf_descriptors(&db_options, &path, descriptors).map_err(rocks_err)?;
 
         if let Some(old) = check_format(&db, &path)?.filter(|v| *v != FORMAT_VERSION) {
-            let rewritten = upgrade_keys(&db).map_err(|reason| OpenError::Rocks {
+            let failed = |reason| OpenError::Rocks {
                 path: path.clone(),
                 reason: format!("upgrading from format version {old}: {reason}"),
-            })?;
+            };
+            let rewritten = if old <= keys::LAST_OLD_KEY_FORMAT {
+                upgrade_keys(&db).map_err(failed)?
+            } else {
+                0
+            };
+            let conversations = build_conversations(&db).map_err(failed)?;
             tracing::info!(
                 path = %path.display(),
-                messages = rewritten,
+                rewritten_keys = rewritten,
+                conversations,
                 from = old,
                 "upgraded the store to format version {FORMAT_VERSION}"
             );
@@ -151,7 +159,7 @@ fn check_format(db: &DB, path: &Path) -> Result<Option<u32>, OpenError> {
 const UPGRADE_BATCH_KEYS: usize = 10_000;
 
 /// Rewrites every `messages` key of an older format (1 or 2) into the current layout, then
-/// records the current version. Returns how many messages it rewrote.
+/// records format version 3. Returns how many messages it rewrote.
 ///
 /// Each batch deletes old keys and puts their new ones in one atomic write, so a crash leaves
 /// every message under exactly one key, old or new; the next open carries on from there, since
@@ -182,11 +190,95 @@ fn upgrade_keys(db: &DB) -> Result<u64, String> {
         entries.next();
     }
     entries.status().map_err(rocks)?;
-    batch.put_cf(meta, META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes());
+    batch.put_cf(
+        meta,
+        META_FORMAT_VERSION,
+        (keys::LAST_OLD_KEY_FORMAT + 1).to_be_bytes(),
+    );
     let mut synced = WriteOptions::default();
     synced.set_sync(true);
     db.write_opt(batch, &synced).map_err(rocks)?;
     Ok(rewritten)
+}
+
+/// Builds every conversation's record and its entries in the server's listing from the stored
+/// messages (format 3 had neither), then records the current version. Returns how many
+/// conversations it built.
+///
+/// A conversation's keys are contiguous and run newest first, so one pass finds each one's
+/// count, newest message (its first key) and oldest (its last). Every put is of a value computed
+/// from the messages alone, so a rebuild cut short by a crash is simply done again on the next
+/// open: the version is recorded last, with a WAL sync that makes every batch before it durable.
+fn build_conversations(db: &DB) -> Result<u64, String> {
+    let cf = |name| db.cf_handle(name).expect("every column family is opened");
+    let (messages, records, activity, meta) = (
+        cf(CF_MESSAGES),
+        cf(CF_CONVERSATIONS),
+        cf(CF_ACTIVITY),
+        cf(CF_META),
+    );
+    let rocks = |e: rocksdb::Error| e.into_string();
+    let mut built = 0;
+    let mut batch = WriteBatch::default();
+    let mut finish = |batch: &mut WriteBatch, conversation: &str, state: &ConversationState| {
+        batch.put_cf(
+            records,
+            keys::conversation_key(conversation, keys::STATE),
+            state.encode(),
+        );
+        for (kind, at) in [
+            (ActivityKind::Updated, state.updated_at),
+            (ActivityKind::Created, state.created_at),
+        ] {
+            batch.put_cf(activity, keys::activity_key("", kind, at, conversation), []);
+        }
+        built += 1;
+    };
+    let mut current: Option<(String, ConversationState)> = None;
+    let mut entries = db.raw_iterator_cf(messages);
+    entries.seek_to_first();
+    while let Some(key) = entries.key() {
+        let (conversation, id) = keys::decode_message_key(key)
+            .ok_or_else(|| format!("a message key does not decode: {key:?}"))?;
+        let at = id.timestamp_ms();
+        match &mut current {
+            Some((name, state)) if name.as_bytes() == conversation => {
+                state.message_count += 1;
+                state.created_at = at;
+            }
+            _ => {
+                if let Some((name, state)) = current.take() {
+                    finish(&mut batch, &name, &state);
+                }
+                let name = std::str::from_utf8(conversation)
+                    .map_err(|_| format!("message {id} has a conversation id that is not UTF-8"))?;
+                current = Some((
+                    name.to_owned(),
+                    ConversationState {
+                        created_at: at,
+                        updated_at: at,
+                        message_count: 1,
+                        last_id: Some(id),
+                        ..ConversationState::default()
+                    },
+                ));
+            }
+        }
+        if batch.len() >= UPGRADE_BATCH_KEYS {
+            db.write(std::mem::take(&mut batch)).map_err(rocks)?;
+        }
+        entries.next();
+    }
+    entries.status().map_err(rocks)?;
+    if let Some((name, state)) = current.take() {
+        finish(&mut batch, &name, &state);
+    }
+    batch.put_cf(meta, META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes());
+    let mut synced = WriteOptions::default();
+    synced.set_sync(true);
+    db.write_opt(batch, &synced).map_err(rocks)?;
+    drop(finish);
+    Ok(built)
 }
 
 /// The highest id in `message_index`, or [`MessageId::MIN`] for an empty store.

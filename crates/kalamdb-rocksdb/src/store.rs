@@ -2,7 +2,8 @@
 
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
-    IdempotencyKey, IdempotencyRecord, Inserted, MessageId, Order, Page, PartStats,
+    Conversation, ConversationPage, ConversationPatch, ConversationQuery, IdempotencyKey,
+    IdempotencyRecord, Inserted, MessageId, NewConversation, Order, Page, PartStats,
     PreparedMessage, Query, Store, StoreError, StoredMessage,
 };
 use rocksdb::{ColumnFamily, ErrorKind, FlushOptions, ReadOptions, WriteBatch};
@@ -84,6 +85,7 @@ impl Store for RocksStore {
             keys::write_message_value(&mut value, message, answer.msg_id);
             batch.put_cf(messages_cf, &key, &value);
         }
+        self.note_messages(&mut batch, &inserted)?;
         let keys_cf = self.cf(CF_IDEMPOTENCY);
         let created = now_ms();
         for (index, key) in idempotency {
@@ -206,6 +208,42 @@ impl Store for RocksStore {
         // An iterator that stops early on a read error is invalid, not at its end.
         entries.status().map_err(store_error)?;
         Ok(Page { messages, has_more })
+    }
+
+    fn create_conversation(&self, new: &NewConversation) -> Result<Conversation, StoreError> {
+        self.create_conversation_record(new)
+    }
+
+    fn conversation(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.conversation_record(conversation_id)
+    }
+
+    fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        self.list(query)
+    }
+
+    fn update_conversation(
+        &self,
+        conversation_id: &str,
+        patch: &ConversationPatch,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.update_conversation_record(conversation_id, patch)
+    }
+
+    fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.member_list(conversation_id)
+    }
+
+    fn set_member(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        self.set_member_record(conversation_id, user_id, member)
     }
 
     fn health_check(&self) -> Result<(), StoreError> {

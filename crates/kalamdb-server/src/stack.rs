@@ -10,8 +10,9 @@ use kalamdb_core::StoreHandle;
 use kalamdb_http::{BoxError, ResponseBody};
 use kalamdb_middleware::rescue::RescueLayer;
 use kalamdb_services::{
-    route_name, Endpoints, GetMessage, Health, InsertBatch, InsertMessage, Metrics, QueryMessages,
-    Router, StreamMessages,
+    route_name, CreateConversation, DeleteMember, Endpoints, GetConversation, GetMessage, Health,
+    InsertBatch, InsertMessage, ListConversations, ListMembers, Metrics, PatchConversation,
+    PutMember, QueryMessages, Router, StreamMessages,
 };
 use tower::{Service, ServiceBuilder};
 
@@ -52,6 +53,13 @@ where
         get_message: GetMessage::new(store.clone()),
         query_messages: QueryMessages::new(store.clone(), config.query_limits()),
         stream_messages: StreamMessages::new(store.clone(), config.stream_limits()),
+        create_conversation: CreateConversation::new(store.clone(), config.message_limits()),
+        list_conversations: ListConversations::new(store.clone(), config.query_limits()),
+        get_conversation: GetConversation::new(store.clone()),
+        patch_conversation: PatchConversation::new(store.clone(), config.message_limits()),
+        list_members: ListMembers::new(store.clone()),
+        put_member: PutMember::new(store.clone()),
+        delete_member: DeleteMember::new(store.clone()),
         health: Health::new(store.clone(), started),
         metrics: Metrics::new(crate::metrics::handle(), store, started),
     });

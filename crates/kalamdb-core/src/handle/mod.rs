@@ -32,6 +32,9 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
+use crate::conversation::{
+    Conversation, ConversationPage, ConversationPatch, ConversationQuery, NewConversation,
+};
 use crate::id::MessageId;
 use crate::live::{Hub, Subscription};
 use crate::message::{Inserted, NewMessage, PreparedMessage, StoredMessage};
@@ -165,6 +168,63 @@ impl StoreHandle {
     /// Reads one page of a conversation.
     pub async fn query(&self, query: Query) -> Result<Page, StoreError> {
         self.on_reader(move |store| store.query(&query)).await
+    }
+
+    /// Creates a conversation ([`Store::create_conversation`]).
+    pub async fn create_conversation(
+        &self,
+        new: NewConversation,
+    ) -> Result<Conversation, StoreError> {
+        self.on_reader(move |store| store.create_conversation(&new))
+            .await
+    }
+
+    /// Reads one conversation's record.
+    pub async fn conversation(
+        &self,
+        conversation_id: String,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.on_reader(move |store| store.conversation(&conversation_id))
+            .await
+    }
+
+    /// Reads one page of a listing of conversations.
+    pub async fn list_conversations(
+        &self,
+        query: ConversationQuery,
+    ) -> Result<ConversationPage, StoreError> {
+        self.on_reader(move |store| store.list_conversations(&query))
+            .await
+    }
+
+    /// Changes a conversation's title or metadata ([`Store::update_conversation`]).
+    pub async fn update_conversation(
+        &self,
+        conversation_id: String,
+        patch: ConversationPatch,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.on_reader(move |store| store.update_conversation(&conversation_id, &patch))
+            .await
+    }
+
+    /// A conversation's members, `None` when it does not exist.
+    pub async fn members(
+        &self,
+        conversation_id: String,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.on_reader(move |store| store.members(&conversation_id))
+            .await
+    }
+
+    /// Adds or removes a member ([`Store::set_member`]).
+    pub async fn set_member(
+        &self,
+        conversation_id: String,
+        user_id: String,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        self.on_reader(move |store| store.set_member(&conversation_id, &user_id, member))
+            .await
     }
 
     /// The store's size figures, for the metrics endpoint.

@@ -64,7 +64,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn invalid(field: &'static str, rule: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &'static str, rule: impl Into<String>) -> Self {
         Self {
             field,
             rule: rule.into(),
@@ -72,7 +72,7 @@ impl ValidationError {
         }
     }
 
-    fn too_large(field: &'static str, rule: impl Into<String>) -> Self {
+    pub(crate) fn too_large(field: &'static str, rule: impl Into<String>) -> Self {
         Self {
             field,
             rule: rule.into(),
@@ -140,7 +140,7 @@ pub fn validate_name(field: &'static str, value: &str) -> Result<(), ValidationE
 }
 
 /// The length of a value's compact JSON encoding, without building the string.
-fn json_size(map: &Map<String, Value>) -> usize {
+pub(crate) fn json_size(map: &Map<String, Value>) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

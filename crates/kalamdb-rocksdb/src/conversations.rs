@@ -1,0 +1,823 @@
+//! Conversations as records on RocksDB: the record each write keeps current, the listings by
+//! activity, members, and the [`Store`](kalamdb_core::Store) methods that read and change them.
+//!
+//! The layout is in [`crate::keys`]. Every change here is made under the writer lock, in one
+//! `WriteBatch` with whatever else the write holds, so a record, its listing entries and the
+//! messages that moved them are never seen apart.
+//!
+//! # What a message costs
+//!
+//! A write reads each of its conversations' state once (one point read per conversation per
+//! write group, not per message), rewrites it, and moves the conversation's `u` entries (the
+//! server's, and each member's when it has at most [`INDEXED_MEMBERS`]): a delete and a put
+//! each, only when `updated_at` changed, which it does at most once a millisecond.
+//!
+//! # Very large conversations
+//!
+//! Past [`INDEXED_MEMBERS`] members, moving every member's entry on each message would make a
+//! write cost grow with the room. Such a conversation's members hold one timeless `L` entry for
+//! it instead, written when they join; a member's listing reads those at read time, orders them
+//! by the records' times, and merges them with the member's indexed entries. A write then costs
+//! the same as in a conversation without members, and a member's page costs one record read per
+//! very large conversation they are in. A conversation that shrinks to half the threshold is
+//! indexed per member again.
+
+use kalamdb_core::message::validate_name;
+use kalamdb_core::{
+    Conversation, ConversationPage, ConversationPatch, ConversationQuery, Inserted, ListCursor,
+    ListPosition, MessageId, NewConversation, StoreError, StoredMessage,
+};
+use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, SnapshotWithThreadMode, WriteBatch, DB};
+use serde_json::{Map, Value};
+
+use crate::keys::{
+    self, activity_key, activity_prefix, conversation_key, decode_position, past_prefix,
+    position_suffix, ActivityKind, ConversationState, CF_ACTIVITY, CF_CONVERSATIONS, CF_MEMBERS,
+    CF_MESSAGES, DETAILS, STATE,
+};
+use crate::store::{now_ms, store_error};
+use crate::RocksStore;
+
+/// The most members a conversation has for its members' listings to be kept on each write;
+/// beyond it they are merged at read time (module docs). Measured in `docs/BENCHMARKS.md`.
+pub const INDEXED_MEMBERS: u32 = 32;
+
+/// The entries a page may pass over without returning them before it stops short, so that a
+/// page's cost stays bounded; its cursor then goes on from the last entry it looked at.
+fn skip_budget(limit: usize) -> usize {
+    4 * limit + 64
+}
+
+/// The listings a conversation's `u` and `c` entries are kept in: the server's, then each
+/// member's while it is not large.
+fn listings(state: &ConversationState) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(
+        state
+            .members
+            .iter()
+            .map(String::as_str)
+            .filter(|_| !state.large),
+    )
+}
+
+fn corrupt(conversation_id: &str, what: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the {what} of conversation {conversation_id:?} does not decode"
+    ))
+}
+
+type Snapshot<'a> = SnapshotWithThreadMode<'a, DB>;
+
+impl RocksStore {
+    /// Adds to `batch` what the messages `inserted` change in their conversations' records and
+    /// listings. Called under the writer lock, before the batch is written.
+    pub(crate) fn note_messages(
+        &self,
+        batch: &mut WriteBatch,
+        inserted: &[Inserted],
+    ) -> Result<(), StoreError> {
+        // (conversation, messages, first, last): a group holds few conversations, and a batch
+        // for one conversation finds its own at the end.
+        let mut touched: Vec<(&str, u64, MessageId, MessageId)> = Vec::new();
+        for answer in inserted {
+            let conversation = answer.conversation_id.as_str();
+            match touched.iter_mut().rev().find(|t| t.0 == conversation) {
+                Some(entry) => {
+                    entry.1 += 1;
+                    entry.3 = answer.msg_id;
+                }
+                None => touched.push((conversation, 1, answer.msg_id, answer.msg_id)),
+            }
+        }
+        let (records, activity) = (self.cf(CF_CONVERSATIONS), self.cf(CF_ACTIVITY));
+        for (conversation, count, first, last) in touched {
+            let key = conversation_key(conversation, STATE);
+            let stored = self.db.get_pinned_cf(records, &key).map_err(store_error)?;
+            let old = match stored {
+                Some(value) => Some(
+                    ConversationState::decode(&value)
+                        .ok_or_else(|| corrupt(conversation, "state"))?,
+                ),
+                None => None,
+            };
+            let mut state = old.clone().unwrap_or_else(|| ConversationState {
+                created_at: first.timestamp_ms(),
+                ..ConversationState::default()
+            });
+            state.message_count += count;
+            state.last_id = Some(last);
+            state.updated_at = state.updated_at.max(last.timestamp_ms());
+            match &old {
+                None => {
+                    // Born with this write: no member yet, so only the server's listing.
+                    let at = state.created_at;
+                    batch.put_cf(
+                        activity,
+                        activity_key("", ActivityKind::Created, at, conversation),
+                        [],
+                    );
+                    batch.put_cf(
+                        activity,
+                        activity_key("", ActivityKind::Updated, state.updated_at, conversation),
+                        [],
+                    );
+                }
+                Some(old) if old.updated_at != state.updated_at => {
+                    for listing in listings(&state) {
+                        move_entry(
+                            batch,
+                            activity,
+                            listing,
+                            conversation,
+                            old.updated_at,
+                            state.updated_at,
+                        );
+                    }
+                }
+                Some(_) => {}
+            }
+            batch.put_cf(records, &key, state.encode());
+        }
+        Ok(())
+    }
+
+    /// [`Store::create_conversation`](kalamdb_core::Store::create_conversation).
+    pub(crate) fn create_conversation_record(
+        &self,
+        new: &NewConversation,
+    ) -> Result<Conversation, StoreError> {
+        self.ensure_open()?;
+        let ids = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match &new.conversation_id {
+            Some(id) => id.clone(),
+            None => format!("conv_{}", ids.next_id()?),
+        };
+        let records = self.cf(CF_CONVERSATIONS);
+        let state_key = conversation_key(&id, STATE);
+        if self
+            .db
+            .get_pinned_cf(records, &state_key)
+            .map_err(store_error)?
+            .is_some()
+        {
+            return Err(StoreError::Conflict(format!(
+                "conversation {id:?} already exists"
+            )));
+        }
+        let now = now_ms();
+        let member_count = u32::try_from(new.members.len()).unwrap_or(u32::MAX);
+        let large = member_count > INDEXED_MEMBERS;
+        let state = ConversationState {
+            created_at: now,
+            updated_at: now,
+            message_count: 0,
+            last_id: None,
+            member_count,
+            large,
+            members: if large {
+                Vec::new()
+            } else {
+                new.members.clone()
+            },
+        };
+        let mut batch = WriteBatch::default();
+        let activity = self.cf(CF_ACTIVITY);
+        for listing in listings(&state) {
+            put_entries(&mut batch, activity, listing, &id, &state);
+        }
+        let members = self.cf(CF_MEMBERS);
+        for member in &new.members {
+            batch.put_cf(members, keys::member_key(&id, member), []);
+            if large {
+                batch.put_cf(
+                    activity,
+                    activity_key(member, ActivityKind::Large, 0, &id),
+                    [],
+                );
+            }
+        }
+        batch.put_cf(records, &state_key, state.encode());
+        batch.put_cf(
+            records,
+            conversation_key(&id, DETAILS),
+            details(new.title.as_deref(), &new.metadata),
+        );
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(store_error)?;
+        drop(ids);
+        self.conversation_record(&id)?
+            .ok_or_else(|| StoreError::Internal(format!("conversation {id:?} vanished")))
+    }
+
+    /// [`Store::conversation`](kalamdb_core::Store::conversation).
+    pub(crate) fn conversation_record(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.ensure_open()?;
+        let snapshot = self.db.snapshot();
+        let Some(state) = self.state_in(&snapshot, conversation_id)? else {
+            return Ok(None);
+        };
+        self.view(&snapshot, conversation_id, &state).map(Some)
+    }
+
+    /// [`Store::update_conversation`](kalamdb_core::Store::update_conversation).
+    pub(crate) fn update_conversation_record(
+        &self,
+        conversation_id: &str,
+        patch: &ConversationPatch,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.ensure_open()?;
+        let lock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut state) = self.state(conversation_id)? else {
+            return Ok(None);
+        };
+        if !patch.is_empty() {
+            let records = self.cf(CF_CONVERSATIONS);
+            let details_key = conversation_key(conversation_id, DETAILS);
+            let stored = self
+                .db
+                .get_pinned_cf(records, &details_key)
+                .map_err(store_error)?;
+            let (mut title, mut metadata) = match &stored {
+                Some(value) => {
+                    let (title, json) = keys::decode_details(value)
+                        .ok_or_else(|| corrupt(conversation_id, "details"))?;
+                    (
+                        title.map(str::to_owned),
+                        metadata_of(conversation_id, json)?,
+                    )
+                }
+                None => (None, Map::new()),
+            };
+            if let Some(new) = &patch.title {
+                title.clone_from(new);
+            }
+            if let Some(new) = &patch.metadata {
+                metadata = new.clone().unwrap_or_default();
+            }
+            let mut batch = WriteBatch::default();
+            let updated_at = state.updated_at.max(now_ms());
+            if updated_at != state.updated_at {
+                for listing in listings(&state) {
+                    move_entry(
+                        &mut batch,
+                        self.cf(CF_ACTIVITY),
+                        listing,
+                        conversation_id,
+                        state.updated_at,
+                        updated_at,
+                    );
+                }
+                state.updated_at = updated_at;
+            }
+            batch.put_cf(records, &details_key, details(title.as_deref(), &metadata));
+            batch.put_cf(
+                records,
+                conversation_key(conversation_id, STATE),
+                state.encode(),
+            );
+            self.db
+                .write_opt(batch, &self.write_options)
+                .map_err(store_error)?;
+        }
+        drop(lock);
+        self.conversation_record(conversation_id)
+    }
+
+    /// [`Store::members`](kalamdb_core::Store::members).
+    pub(crate) fn member_list(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        self.ensure_open()?;
+        let snapshot = self.db.snapshot();
+        if self.state_in(&snapshot, conversation_id)?.is_none() {
+            return Ok(None);
+        }
+        self.members_in(&snapshot, conversation_id).map(Some)
+    }
+
+    fn members_in(
+        &self,
+        snapshot: &Snapshot<'_>,
+        conversation_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let prefix = keys::members_prefix(conversation_id);
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(prefix.clone());
+        options.set_iterate_upper_bound(past_prefix(&prefix));
+        let mut entries = snapshot.raw_iterator_cf_opt(self.cf(CF_MEMBERS), options);
+        entries.seek_to_first();
+        let mut members = Vec::new();
+        while let Some(key) = entries.key() {
+            let user = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| corrupt(conversation_id, "member list"))?;
+            members.push(user.to_owned());
+            entries.next();
+        }
+        entries.status().map_err(store_error)?;
+        Ok(members)
+    }
+
+    /// [`Store::set_member`](kalamdb_core::Store::set_member).
+    pub(crate) fn set_member_record(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        self.ensure_open()?;
+        validate_name("user_id", user_id)?;
+        let lock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut state) = self.state(conversation_id)? else {
+            return Ok(false);
+        };
+        let (members, activity) = (self.cf(CF_MEMBERS), self.cf(CF_ACTIVITY));
+        let member_key = keys::member_key(conversation_id, user_id);
+        let present = self
+            .db
+            .get_pinned_cf(members, &member_key)
+            .map_err(store_error)?
+            .is_some();
+        if present == member {
+            return Ok(true);
+        }
+        let mut batch = WriteBatch::default();
+        if member {
+            batch.put_cf(members, &member_key, []);
+            state.member_count += 1;
+            if state.large {
+                batch.put_cf(
+                    activity,
+                    activity_key(user_id, ActivityKind::Large, 0, conversation_id),
+                    [],
+                );
+            } else if state.member_count > INDEXED_MEMBERS {
+                // Too many to move on each write: every member's entry becomes timeless.
+                for old in std::mem::take(&mut state.members) {
+                    delete_entries(&mut batch, activity, &old, conversation_id, &state);
+                    batch.put_cf(
+                        activity,
+                        activity_key(&old, ActivityKind::Large, 0, conversation_id),
+                        [],
+                    );
+                }
+                batch.put_cf(
+                    activity,
+                    activity_key(user_id, ActivityKind::Large, 0, conversation_id),
+                    [],
+                );
+                state.large = true;
+            } else {
+                put_entries(&mut batch, activity, user_id, conversation_id, &state);
+                let at = state.members.partition_point(|m| m.as_str() < user_id);
+                state.members.insert(at, user_id.to_owned());
+            }
+        } else {
+            batch.delete_cf(members, &member_key);
+            state.member_count = state.member_count.saturating_sub(1);
+            if state.large {
+                batch.delete_cf(
+                    activity,
+                    activity_key(user_id, ActivityKind::Large, 0, conversation_id),
+                );
+                if state.member_count <= INDEXED_MEMBERS / 2 {
+                    let snapshot = self.db.snapshot();
+                    let remaining: Vec<String> = self
+                        .members_in(&snapshot, conversation_id)?
+                        .into_iter()
+                        .filter(|m| m != user_id)
+                        .collect();
+                    state.large = false;
+                    for other in &remaining {
+                        batch.delete_cf(
+                            activity,
+                            activity_key(other, ActivityKind::Large, 0, conversation_id),
+                        );
+                        put_entries(&mut batch, activity, other, conversation_id, &state);
+                    }
+                    state.members = remaining;
+                }
+            } else {
+                delete_entries(&mut batch, activity, user_id, conversation_id, &state);
+                state.members.retain(|m| m != user_id);
+            }
+        }
+        batch.put_cf(
+            self.cf(CF_CONVERSATIONS),
+            conversation_key(conversation_id, STATE),
+            state.encode(),
+        );
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(store_error)?;
+        drop(lock);
+        Ok(true)
+    }
+
+    /// [`Store::list_conversations`](kalamdb_core::Store::list_conversations): the merge of the
+    /// listing's `u` entries, its `c` entries (with a cursor) and, for a member, the `L` ones,
+    /// in position order, under one snapshot.
+    pub(crate) fn list(&self, query: &ConversationQuery) -> Result<ConversationPage, StoreError> {
+        self.ensure_open()?;
+        if query.limit == 0 {
+            return Ok(ConversationPage::default());
+        }
+        let snapshot = self.db.snapshot();
+        let member = query.member.as_deref().unwrap_or("");
+        // Without a cursor every conversation stands at its `updated_at`.
+        let started_at = query.cursor.as_ref().map_or(u64::MAX, |c| c.started_at);
+        let after = query
+            .cursor
+            .as_ref()
+            .map(|c| position_suffix(c.after.at.0, &c.after.conversation_id));
+        let mut updated = Entries::new(
+            self,
+            &snapshot,
+            member,
+            ActivityKind::Updated,
+            after.as_deref(),
+        );
+        let mut created = match &query.cursor {
+            Some(_) => Some(Entries::new(
+                self,
+                &snapshot,
+                member,
+                ActivityKind::Created,
+                after.as_deref(),
+            )),
+            None => None,
+        };
+        let mut large = match &query.member {
+            Some(member) => {
+                self.large_positions(&snapshot, member, started_at, query.cursor.as_ref())?
+            }
+            None => Vec::new(),
+        }
+        .into_iter()
+        .peekable();
+
+        let mut conversations = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        let (mut has_more, mut skipped) = (false, 0);
+        loop {
+            // The smallest head of the three sources.
+            let mut next: Option<(u8, Vec<u8>)> = updated.head().map(|s| (b'u', s.to_vec()));
+            if let Some(head) = created.as_mut().and_then(Entries::head) {
+                if next.as_ref().is_none_or(|(_, n)| head < n.as_slice()) {
+                    next = Some((b'c', head.to_vec()));
+                }
+            }
+            if let Some((suffix, _)) = large.peek() {
+                if next.as_ref().is_none_or(|(_, n)| suffix < n) {
+                    next = Some((b'L', suffix.clone()));
+                }
+            }
+            let Some((source, suffix)) = next else { break };
+            let known = match source {
+                b'u' => {
+                    updated.advance();
+                    None
+                }
+                b'c' => {
+                    created.as_mut().expect("a head came from it").advance();
+                    None
+                }
+                _ => large.next().and_then(|(_, state)| state),
+            };
+            let (_, conversation) = decode_position(&suffix)
+                .ok_or_else(|| StoreError::Corrupt("a listing entry does not decode".into()))?;
+            let state = match known {
+                Some(state) => state,
+                None => self.state_in(&snapshot, conversation)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "conversation {conversation:?} is listed but has no record"
+                    ))
+                })?,
+            };
+            let include = match source {
+                b'u' => state.updated_at <= started_at,
+                b'c' => state.updated_at > started_at,
+                _ => true,
+            };
+            if include {
+                if conversations.len() == query.limit {
+                    has_more = true;
+                    break;
+                }
+                conversations.push(self.view(&snapshot, conversation, &state)?);
+                last = Some(suffix);
+            } else {
+                skipped += 1;
+                if skipped > skip_budget(query.limit) {
+                    has_more = true;
+                    last = Some(suffix);
+                    break;
+                }
+            }
+        }
+        updated.status()?;
+        if let Some(created) = &created {
+            created.status()?;
+        }
+        let started_at = match &query.cursor {
+            Some(cursor) => cursor.started_at,
+            None => conversations
+                .first()
+                .map_or(0, |c| c.updated_at)
+                .max(now_ms()),
+        };
+        let next_cursor = match (has_more, last) {
+            (true, Some(suffix)) => {
+                let (at, conversation) = decode_position(&suffix)
+                    .ok_or_else(|| StoreError::Corrupt("a listing entry does not decode".into()))?;
+                Some(ListCursor {
+                    started_at,
+                    after: ListPosition::new(at, conversation),
+                })
+            }
+            _ => None,
+        };
+        Ok(ConversationPage {
+            conversations,
+            has_more,
+            next_cursor,
+        })
+    }
+
+    /// The member's very large conversations after the cursor, each with its position suffix
+    /// and state, in listing order.
+    fn large_positions(
+        &self,
+        snapshot: &Snapshot<'_>,
+        member: &str,
+        started_at: u64,
+        cursor: Option<&ListCursor>,
+    ) -> Result<Vec<(Vec<u8>, Option<ConversationState>)>, StoreError> {
+        let prefix = activity_prefix(member, ActivityKind::Large);
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(prefix.clone());
+        options.set_iterate_upper_bound(past_prefix(&prefix));
+        let mut entries = snapshot.raw_iterator_cf_opt(self.cf(CF_ACTIVITY), options);
+        entries.seek_to_first();
+        let mut found = Vec::new();
+        while let Some(key) = entries.key() {
+            let conversation = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| StoreError::Corrupt("a listing entry does not decode".into()))?;
+            let state = self.state_in(snapshot, conversation)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "conversation {conversation:?} is listed but has no record"
+                ))
+            })?;
+            let position = ListCursor::position_of(
+                started_at,
+                conversation,
+                state.created_at,
+                state.updated_at,
+            );
+            if cursor.is_none_or(|c| position > c.after) {
+                found.push((position_suffix(position.at.0, conversation), Some(state)));
+            }
+            entries.next();
+        }
+        entries.status().map_err(store_error)?;
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
+    /// A conversation's state as of now (callers hold the writer lock).
+    fn state(&self, conversation_id: &str) -> Result<Option<ConversationState>, StoreError> {
+        let stored = self
+            .db
+            .get_pinned_cf(
+                self.cf(CF_CONVERSATIONS),
+                conversation_key(conversation_id, STATE),
+            )
+            .map_err(store_error)?;
+        stored
+            .map(|value| {
+                ConversationState::decode(&value).ok_or_else(|| corrupt(conversation_id, "state"))
+            })
+            .transpose()
+    }
+
+    fn state_in(
+        &self,
+        snapshot: &Snapshot<'_>,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationState>, StoreError> {
+        let stored = snapshot
+            .get_pinned_cf_opt(
+                self.cf(CF_CONVERSATIONS),
+                conversation_key(conversation_id, STATE),
+                ReadOptions::default(),
+            )
+            .map_err(store_error)?;
+        stored
+            .map(|value| {
+                ConversationState::decode(&value).ok_or_else(|| corrupt(conversation_id, "state"))
+            })
+            .transpose()
+    }
+
+    /// The conversation as the API returns it: its state, details and last message.
+    fn view(
+        &self,
+        snapshot: &Snapshot<'_>,
+        conversation_id: &str,
+        state: &ConversationState,
+    ) -> Result<Conversation, StoreError> {
+        let details = snapshot
+            .get_pinned_cf_opt(
+                self.cf(CF_CONVERSATIONS),
+                conversation_key(conversation_id, DETAILS),
+                ReadOptions::default(),
+            )
+            .map_err(store_error)?;
+        let (title, metadata) = match &details {
+            Some(value) => {
+                let (title, json) = keys::decode_details(value)
+                    .ok_or_else(|| corrupt(conversation_id, "details"))?;
+                (
+                    title.map(str::to_owned),
+                    metadata_of(conversation_id, json)?,
+                )
+            }
+            None => (None, Map::new()),
+        };
+        let last_message = match state.last_id {
+            Some(id) => {
+                let value = snapshot
+                    .get_pinned_cf_opt(
+                        self.cf(CF_MESSAGES),
+                        keys::message_key(conversation_id, id),
+                        ReadOptions::default(),
+                    )
+                    .map_err(store_error)?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "the last message {id} of {conversation_id:?} is missing"
+                        ))
+                    })?;
+                let json = keys::decode_value(&value).ok_or_else(|| {
+                    StoreError::Corrupt(format!("message {id} has an unknown version"))
+                })?;
+                Some(StoredMessage {
+                    msg_id: id,
+                    json: json.to_vec(),
+                })
+            }
+            None => None,
+        };
+        Ok(Conversation {
+            conversation_id: conversation_id.to_owned(),
+            created_at: state.created_at,
+            updated_at: state.updated_at,
+            message_count: state.message_count,
+            last_message,
+            title,
+            metadata,
+        })
+    }
+}
+
+/// Stored details: the title and the metadata's JSON.
+fn details(title: Option<&str>, metadata: &Map<String, Value>) -> Vec<u8> {
+    // A map of JSON values always serializes.
+    keys::encode_details(title, &serde_json::to_vec(metadata).unwrap_or_default())
+}
+
+fn metadata_of(conversation_id: &str, json: &[u8]) -> Result<Map<String, Value>, StoreError> {
+    if json.is_empty() {
+        return Ok(Map::new());
+    }
+    serde_json::from_slice(json).map_err(|_| corrupt(conversation_id, "metadata"))
+}
+
+/// Moves a conversation's `u` entry in one listing from `from` to `to`.
+fn move_entry(
+    batch: &mut WriteBatch,
+    activity: &rocksdb::ColumnFamily,
+    listing: &str,
+    conversation_id: &str,
+    from: u64,
+    to: u64,
+) {
+    batch.delete_cf(
+        activity,
+        activity_key(listing, ActivityKind::Updated, from, conversation_id),
+    );
+    batch.put_cf(
+        activity,
+        activity_key(listing, ActivityKind::Updated, to, conversation_id),
+        [],
+    );
+}
+
+/// Puts a conversation's `u` and `c` entries in one listing.
+fn put_entries(
+    batch: &mut WriteBatch,
+    activity: &rocksdb::ColumnFamily,
+    listing: &str,
+    conversation_id: &str,
+    state: &ConversationState,
+) {
+    batch.put_cf(
+        activity,
+        activity_key(
+            listing,
+            ActivityKind::Updated,
+            state.updated_at,
+            conversation_id,
+        ),
+        [],
+    );
+    batch.put_cf(
+        activity,
+        activity_key(
+            listing,
+            ActivityKind::Created,
+            state.created_at,
+            conversation_id,
+        ),
+        [],
+    );
+}
+
+/// Deletes a conversation's `u` and `c` entries from one listing.
+fn delete_entries(
+    batch: &mut WriteBatch,
+    activity: &rocksdb::ColumnFamily,
+    listing: &str,
+    conversation_id: &str,
+    state: &ConversationState,
+) {
+    batch.delete_cf(
+        activity,
+        activity_key(
+            listing,
+            ActivityKind::Updated,
+            state.updated_at,
+            conversation_id,
+        ),
+    );
+    batch.delete_cf(
+        activity,
+        activity_key(
+            listing,
+            ActivityKind::Created,
+            state.created_at,
+            conversation_id,
+        ),
+    );
+}
+
+/// One kind of a listing's entries after a cursor, read in order.
+struct Entries<'a> {
+    iter: DBRawIteratorWithThreadMode<'a, DB>,
+    prefix_len: usize,
+}
+
+impl<'a> Entries<'a> {
+    fn new(
+        store: &'a RocksStore,
+        snapshot: &'a Snapshot<'_>,
+        member: &str,
+        kind: ActivityKind,
+        after: Option<&[u8]>,
+    ) -> Self {
+        let prefix = activity_prefix(member, kind);
+        let mut lower = prefix.clone();
+        if let Some(after) = after {
+            // The first key past the cursor's own position.
+            lower.extend_from_slice(after);
+            lower.push(0);
+        }
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(past_prefix(&prefix));
+        options.set_iterate_lower_bound(lower);
+        let mut iter = snapshot.raw_iterator_cf_opt(store.cf(CF_ACTIVITY), options);
+        iter.seek_to_first();
+        Self {
+            iter,
+            prefix_len: prefix.len(),
+        }
+    }
+
+    /// The position suffix of the next entry.
+    fn head(&mut self) -> Option<&[u8]> {
+        self.iter.key().map(|key| &key[self.prefix_len..])
+    }
+
+    /// Moves past the head.
+    fn advance(&mut self) {
+        self.iter.next();
+    }
+
+    fn status(&self) -> Result<(), StoreError> {
+        self.iter.status().map_err(store_error)
+    }
+}
