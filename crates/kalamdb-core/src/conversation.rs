@@ -5,21 +5,24 @@
 //! # The listing and its cursor
 //!
 //! A listing runs from the most recent activity (`updated_at`) to the least, ties broken by
-//! `conversation_id`. A [`ListCursor`] carries the time the first page was read (`started_at`)
-//! and the [`ListPosition`] of the last conversation returned. Every later page holds the
-//! conversations strictly after that position, where a conversation stands:
+//! `conversation_id`. Every change to a conversation (a message, a create, a patch) also carries
+//! an activity id: the id the store minted for it, so whatever a store writes after a read has a
+//! higher one than everything that read saw. A [`ListCursor`] carries the highest activity id
+//! the store held when the first page was read (its `horizon`) and the [`ListPosition`] of the
+//! last conversation returned. Every later page holds the conversations strictly after that
+//! position, where a conversation stands:
 //!
-//! - at `updated_at`, when it has had no activity since `started_at`;
+//! - at `updated_at`, when its activity id is within the horizon: it has not changed since;
 //! - at `created_at` otherwise: it moved to the top after the listing began, so its place where
 //!   it was may already have been passed.
 //!
 //! Positions only ever decrease along a listing, so the cursor never loops. And every
 //! conversation that existed when the first page was read is returned at least once: the page
-//! that reaches where it stood at `started_at` either finds it still there, or (it moved) a later
-//! page finds it at its `created_at`, which is no higher. A conversation that moved while a client
+//! that reaches where it stood then either finds it still there, or (it moved) a later page
+//! finds it at its `created_at`, which is no higher. A conversation that moved while a client
 //! paged can appear a second time, with its new figures; clients key conversations by id.
-//! Conversations created after the first page was read are not returned by that listing (the next
-//! first page shows them at the top).
+//! Conversations created after the first page was read may or may not be returned by that
+//! listing (the next first page shows them at the top).
 
 use std::cmp::Reverse;
 use std::fmt;
@@ -224,25 +227,28 @@ impl ListPosition {
     }
 }
 
-/// Where a listing goes on from: opaque to clients, `started_at.at.hex(conversation_id)`.
+/// Where a listing goes on from: opaque to clients, `horizon.at.hex(conversation_id)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListCursor {
-    /// When the listing's first page was read (ms since the Unix epoch).
-    pub started_at: u64,
+    /// The highest activity id the store held when the first page was read (module docs).
+    pub horizon: u64,
     /// The last position returned.
     pub after: ListPosition,
 }
 
 impl ListCursor {
-    /// Where conversation `c` stands for this listing: at `updated_at`, or at `created_at` when it
-    /// moved after the listing began (module docs).
+    /// Where a conversation whose last change had activity id `activity` stands for a listing
+    /// with this `horizon`: at `updated_at`, or at `created_at` when it changed since the first
+    /// page (module docs). Without a cursor, pass `u64::MAX`: everything stands at its
+    /// `updated_at`.
     pub fn position_of(
-        started_at: u64,
+        horizon: u64,
         conversation_id: &str,
         created_at: u64,
         updated_at: u64,
+        activity: u64,
     ) -> ListPosition {
-        let at = if updated_at > started_at {
+        let at = if activity > horizon {
             created_at
         } else {
             updated_at
@@ -253,7 +259,7 @@ impl ListCursor {
 
 impl fmt::Display for ListCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.", self.started_at, self.after.at.0)?;
+        write!(f, "{}.{}.", self.horizon, self.after.at.0)?;
         for byte in self.after.conversation_id.as_bytes() {
             write!(f, "{byte:02x}")?;
         }
@@ -280,7 +286,7 @@ impl FromStr for ListCursor {
             }
             part.parse().map_err(|_| BadCursor)
         };
-        let started_at = number()?;
+        let horizon = number()?;
         let at = number()?;
         let hex = parts.next().ok_or(BadCursor)?;
         if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -293,7 +299,7 @@ impl FromStr for ListCursor {
         let conversation_id = String::from_utf8(bytes).map_err(|_| BadCursor)?;
         validate_name("cursor", &conversation_id).map_err(|_| BadCursor)?;
         Ok(Self {
-            started_at,
+            horizon,
             after: ListPosition::new(at, conversation_id),
         })
     }
@@ -329,7 +335,7 @@ mod tests {
     #[test]
     fn a_cursor_round_trips_and_anything_else_is_refused() {
         let cursor = ListCursor {
-            started_at: 1_764_086_400_123,
+            horizon: 7_262_413_471_822_004_224,
             after: ListPosition::new(1_764_086_400_000, "conv.é/1"),
         };
         let text = cursor.to_string();
@@ -355,11 +361,11 @@ mod tests {
     #[test]
     fn a_conversation_that_moved_after_the_listing_began_stands_where_it_was_created() {
         assert_eq!(
-            ListCursor::position_of(100, "c", 10, 90),
+            ListCursor::position_of(1000, "c", 10, 90, 1000),
             ListPosition::new(90, "c")
         );
         assert_eq!(
-            ListCursor::position_of(100, "c", 10, 101),
+            ListCursor::position_of(1000, "c", 10, 90, 1001),
             ListPosition::new(10, "c")
         );
         // Newer activity sorts first; equal times by id.

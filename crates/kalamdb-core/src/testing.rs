@@ -19,7 +19,7 @@ use crate::conversation::{
     Conversation, ConversationPage, ConversationPatch, ConversationQuery, ListCursor,
     NewConversation,
 };
-use crate::id::{Clock, IdGenerator, MessageId, SystemClock};
+use crate::id::{IdGenerator, MessageId};
 use crate::message::{Inserted, PreparedMessage, StoredMessage};
 use crate::query::{Order, Page, Query};
 use crate::store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};
@@ -49,6 +49,8 @@ struct Record {
     updated_at: u64,
     message_count: u64,
     last_id: Option<MessageId>,
+    /// The id minted for its last change (`crate::conversation`).
+    activity: u64,
     title: Option<String>,
     metadata: Map<String, Value>,
     members: BTreeSet<String>,
@@ -156,6 +158,7 @@ impl Store for MemStore {
                 });
             record.message_count += 1;
             record.last_id = Some(id);
+            record.activity = id.as_u64();
             record.updated_at = record.updated_at.max(at);
             inserted.push(Inserted {
                 msg_id: id,
@@ -232,21 +235,23 @@ impl Store for MemStore {
     fn create_conversation(&self, new: &NewConversation) -> Result<Conversation, StoreError> {
         self.open()?;
         let mut state = self.state();
+        let minted = self.ids.next_id()?;
         let id = match &new.conversation_id {
             Some(id) => id.clone(),
-            None => format!("conv_{}", self.ids.next_id()?),
+            None => format!("conv_{minted}"),
         };
         if state.conversations.contains_key(&id) {
             return Err(StoreError::Conflict(format!(
                 "conversation {id:?} already exists"
             )));
         }
-        let now = SystemClock.now_ms();
+        let now = minted.timestamp_ms();
         state.conversations.insert(
             id.clone(),
             Record {
                 created_at: now,
                 updated_at: now,
+                activity: minted.as_u64(),
                 title: new.title.clone(),
                 metadata: new.metadata.clone(),
                 members: new.members.iter().cloned().collect(),
@@ -268,13 +273,14 @@ impl Store for MemStore {
         self.open()?;
         let state = self.state();
         // Without a cursor every conversation stands at its `updated_at`.
-        let started_at = query.cursor.as_ref().map_or(u64::MAX, |c| c.started_at);
+        let horizon = query.cursor.as_ref().map_or(u64::MAX, |c| c.horizon);
         let mut listed: Vec<_> = state
             .conversations
             .iter()
             .filter(|(_, r)| query.member.as_ref().is_none_or(|m| r.members.contains(m)))
             .map(|(id, r)| {
-                let at = ListCursor::position_of(started_at, id, r.created_at, r.updated_at);
+                let at =
+                    ListCursor::position_of(horizon, id, r.created_at, r.updated_at, r.activity);
                 (at, id)
             })
             .filter(|(at, _)| query.cursor.as_ref().is_none_or(|c| *at > c.after))
@@ -282,18 +288,20 @@ impl Store for MemStore {
         listed.sort();
         let has_more = listed.len() > query.limit;
         listed.truncate(query.limit);
-        let started_at = match &query.cursor {
-            Some(cursor) => cursor.started_at,
-            None => listed
-                .first()
-                .map_or(0, |(at, _)| at.at.0)
-                .max(SystemClock.now_ms()),
+        let horizon = match &query.cursor {
+            Some(cursor) => cursor.horizon,
+            None => state
+                .conversations
+                .values()
+                .map(|r| r.activity)
+                .max()
+                .unwrap_or(0),
         };
         let next_cursor = listed
             .last()
             .filter(|_| has_more)
             .map(|(at, _)| ListCursor {
-                started_at,
+                horizon,
                 after: at.clone(),
             });
         let conversations = listed.iter().filter_map(|(_, id)| state.view(id)).collect();
@@ -321,7 +329,9 @@ impl Store for MemStore {
             if let Some(metadata) = &patch.metadata {
                 record.metadata = metadata.clone().unwrap_or_default();
             }
-            record.updated_at = record.updated_at.max(SystemClock.now_ms());
+            let minted = self.ids.next_id()?;
+            record.updated_at = record.updated_at.max(minted.timestamp_ms());
+            record.activity = minted.as_u64();
         }
         Ok(state.view(conversation_id))
     }

@@ -33,9 +33,9 @@ use serde_json::{Map, Value};
 use crate::keys::{
     self, activity_key, activity_prefix, conversation_key, decode_position, past_prefix,
     position_suffix, ActivityKind, ConversationState, CF_ACTIVITY, CF_CONVERSATIONS, CF_MEMBERS,
-    CF_MESSAGES, DETAILS, STATE,
+    CF_MESSAGES, CF_MESSAGE_INDEX, CF_META, DETAILS, META_LAST_ACTIVITY, STATE,
 };
-use crate::store::{now_ms, store_error};
+use crate::store::store_error;
 use crate::RocksStore;
 
 /// The most members a conversation has for its members' listings to be kept on each write;
@@ -106,6 +106,7 @@ impl RocksStore {
             });
             state.message_count += count;
             state.last_id = Some(last);
+            state.activity = last.as_u64();
             state.updated_at = state.updated_at.max(last.timestamp_ms());
             match &old {
                 None => {
@@ -148,9 +149,11 @@ impl RocksStore {
     ) -> Result<Conversation, StoreError> {
         self.ensure_open()?;
         let ids = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // Times come from minted ids, so activity times only grow (`kalamdb_core::conversation`).
+        let minted = ids.next_id()?;
         let id = match &new.conversation_id {
             Some(id) => id.clone(),
-            None => format!("conv_{}", ids.next_id()?),
+            None => format!("conv_{minted}"),
         };
         let records = self.cf(CF_CONVERSATIONS);
         let state_key = conversation_key(&id, STATE);
@@ -164,7 +167,7 @@ impl RocksStore {
                 "conversation {id:?} already exists"
             )));
         }
-        let now = now_ms();
+        let now = minted.timestamp_ms();
         let member_count = u32::try_from(new.members.len()).unwrap_or(u32::MAX);
         let large = member_count > INDEXED_MEMBERS;
         let state = ConversationState {
@@ -172,6 +175,7 @@ impl RocksStore {
             updated_at: now,
             message_count: 0,
             last_id: None,
+            activity: minted.as_u64(),
             member_count,
             large,
             members: if large {
@@ -259,7 +263,7 @@ impl RocksStore {
                 metadata = new.clone().unwrap_or_default();
             }
             let mut batch = WriteBatch::default();
-            let updated_at = state.updated_at.max(now_ms());
+            let updated_at = state.updated_at.max(lock.next_id()?.timestamp_ms());
             if updated_at != state.updated_at {
                 for listing in listings(&state) {
                     move_entry(
@@ -429,7 +433,7 @@ impl RocksStore {
         let snapshot = self.db.snapshot();
         let member = query.member.as_deref().unwrap_or("");
         // Without a cursor every conversation stands at its `updated_at`.
-        let started_at = query.cursor.as_ref().map_or(u64::MAX, |c| c.started_at);
+        let horizon = query.cursor.as_ref().map_or(u64::MAX, |c| c.horizon);
         let after = query
             .cursor
             .as_ref()
@@ -453,7 +457,7 @@ impl RocksStore {
         };
         let mut large = match &query.member {
             Some(member) => {
-                self.large_positions(&snapshot, member, started_at, query.cursor.as_ref())?
+                self.large_positions(&snapshot, member, horizon, query.cursor.as_ref())?
             }
             None => Vec::new(),
         }
@@ -499,8 +503,8 @@ impl RocksStore {
                 })?,
             };
             let include = match source {
-                b'u' => state.updated_at <= started_at,
-                b'c' => state.updated_at > started_at,
+                b'u' => state.activity <= horizon,
+                b'c' => state.activity > horizon,
                 _ => true,
             };
             if include {
@@ -523,19 +527,16 @@ impl RocksStore {
         if let Some(created) = &created {
             created.status()?;
         }
-        let started_at = match &query.cursor {
-            Some(cursor) => cursor.started_at,
-            None => conversations
-                .first()
-                .map_or(0, |c| c.updated_at)
-                .max(now_ms()),
+        let horizon = match &query.cursor {
+            Some(cursor) => cursor.horizon,
+            None => self.horizon(&snapshot)?,
         };
         let next_cursor = match (has_more, last) {
             (true, Some(suffix)) => {
                 let (at, conversation) = decode_position(&suffix)
                     .ok_or_else(|| StoreError::Corrupt("a listing entry does not decode".into()))?;
                 Some(ListCursor {
-                    started_at,
+                    horizon,
                     after: ListPosition::new(at, conversation),
                 })
             }
@@ -554,7 +555,7 @@ impl RocksStore {
         &self,
         snapshot: &Snapshot<'_>,
         member: &str,
-        started_at: u64,
+        horizon: u64,
         cursor: Option<&ListCursor>,
     ) -> Result<Vec<(Vec<u8>, Option<ConversationState>)>, StoreError> {
         let prefix = activity_prefix(member, ActivityKind::Large);
@@ -573,10 +574,11 @@ impl RocksStore {
                 ))
             })?;
             let position = ListCursor::position_of(
-                started_at,
+                horizon,
                 conversation,
                 state.created_at,
                 state.updated_at,
+                state.activity,
             );
             if cursor.is_none_or(|c| position > c.after) {
                 found.push((position_suffix(position.at.0, conversation), Some(state)));
@@ -586,6 +588,24 @@ impl RocksStore {
         entries.status().map_err(store_error)?;
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
+    }
+
+    /// The highest activity id in `snapshot`: the newest message's id or the last create's or
+    /// patch's, whichever is higher. Everything written after the snapshot has a higher one.
+    fn horizon(&self, snapshot: &Snapshot<'_>) -> Result<u64, StoreError> {
+        let mut index = snapshot.raw_iterator_cf(self.cf(CF_MESSAGE_INDEX));
+        index.seek_to_last();
+        let newest = index
+            .key()
+            .and_then(keys::decode_index_key)
+            .map_or(0, MessageId::as_u64);
+        index.status().map_err(store_error)?;
+        let last = snapshot
+            .get_pinned_cf_opt(self.cf(CF_META), META_LAST_ACTIVITY, ReadOptions::default())
+            .map_err(store_error)?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_be_bytes);
+        Ok(newest.max(last))
     }
 
     /// A conversation's state as of now (callers hold the writer lock).

@@ -82,6 +82,9 @@ pub const LAST_OLD_KEY_FORMAT: u32 = 2;
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
 /// `meta` key of the node id that last opened the store (u16 big-endian).
 pub const META_NODE_ID: &[u8] = b"node_id";
+/// `meta` key of the activity id of the last create or patch of a conversation (u64
+/// big-endian); a message's is its id, which `message_index` holds.
+pub const META_LAST_ACTIVITY: &[u8] = b"last_activity";
 /// `meta` key the health probe writes.
 pub const META_HEALTH_PROBE: &[u8] = b"health_probe";
 
@@ -397,7 +400,7 @@ pub fn members_prefix(conversation_id: &str) -> Vec<u8> {
 /// A conversation's state: what every message written to it changes.
 ///
 /// Encoded after the version byte as `created_at`, `updated_at`, `message_count`, the last
-/// message's id (0 for none), all u64 big-endian, the member count (u32 big-endian), a flags byte
+/// message's id (0 for none), the activity id, all u64 big-endian, the member count (u32 big-endian), a flags byte
 /// (bit 0: too large to index per member), then, when not large, each member as a length byte
 /// and its bytes (names are at most 255 bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -410,6 +413,9 @@ pub struct ConversationState {
     pub message_count: u64,
     /// Its newest message.
     pub last_id: Option<MessageId>,
+    /// The id minted for its last change: its newest message's, or one minted for a create or
+    /// patch (`kalamdb_core::conversation`).
+    pub activity: u64,
     /// How many members it has.
     pub member_count: u32,
     /// Whether its members' listings hold it as [`ActivityKind::Large`].
@@ -419,18 +425,21 @@ pub struct ConversationState {
 }
 
 const LARGE_FLAG: u8 = 1;
+/// The fixed part of a state: five u64 figures, the member count and the flags.
+const STATE_HEADER: usize = 5 * 8 + 4 + 1;
 
 impl ConversationState {
     /// The stored bytes.
     pub fn encode(&self) -> Vec<u8> {
         let members: usize = self.members.iter().map(|m| m.len() + 1).sum();
-        let mut out = Vec::with_capacity(1 + 37 + members);
+        let mut out = Vec::with_capacity(1 + STATE_HEADER + members);
         out.push(VALUE_VERSION);
         for figure in [
             self.created_at,
             self.updated_at,
             self.message_count,
             self.last_id.map_or(0, MessageId::as_u64),
+            self.activity,
         ] {
             out.extend_from_slice(&figure.to_be_bytes());
         }
@@ -449,10 +458,10 @@ impl ConversationState {
     /// The state in `value`, `None` when it does not decode.
     pub fn decode(value: &[u8]) -> Option<Self> {
         let payload = decode_value(value)?;
-        let (figures, rest) = payload.split_at_checked(37)?;
+        let (figures, rest) = payload.split_at_checked(STATE_HEADER)?;
         let figure = |i: usize| u64::from_be_bytes(figures[i * 8..i * 8 + 8].try_into().unwrap());
-        let member_count = u32::from_be_bytes(figures[32..36].try_into().ok()?);
-        let large = figures[36] & LARGE_FLAG != 0;
+        let member_count = u32::from_be_bytes(figures[40..44].try_into().ok()?);
+        let large = figures[44] & LARGE_FLAG != 0;
         let mut members = Vec::new();
         let mut rest = rest;
         while let Some((&len, tail)) = rest.split_first() {
@@ -467,6 +476,7 @@ impl ConversationState {
             last_id: Some(figure(3))
                 .filter(|&id| id != 0)
                 .map(MessageId::from_u64),
+            activity: figure(4),
             member_count,
             large,
             members,
@@ -534,6 +544,7 @@ mod tests {
             updated_at: 2,
             message_count: 3,
             last_id: Some(MessageId::from_u64(4)),
+            activity: 4,
             member_count: 2,
             large: false,
             members: vec!["alice".into(), "é".repeat(127)],

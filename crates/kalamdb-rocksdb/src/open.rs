@@ -259,6 +259,7 @@ fn build_conversations(db: &DB) -> Result<u64, String> {
                         updated_at: at,
                         message_count: 1,
                         last_id: Some(id),
+                        activity: id.as_u64(),
                         ..ConversationState::default()
                     },
                 ));

@@ -1,0 +1,331 @@
+//! Conversation records, listings and members on a real RocksDB.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use kalamdb_core::{
+    Conversation, ConversationPatch, ConversationQuery, ListPosition, NewConversation, NewMessage,
+    Store, StoreError,
+};
+use kalamdb_rocksdb::keys::{self, CF_META, META_FORMAT_VERSION};
+use kalamdb_rocksdb::{RocksStore, StoreOptions, INDEXED_MEMBERS};
+use serde_json::json;
+
+fn message(conversation_id: &str, content: &str) -> NewMessage {
+    NewMessage {
+        conversation_id: conversation_id.into(),
+        from: "alice".into(),
+        content: content.into(),
+        metadata: Default::default(),
+    }
+}
+
+fn open(dir: &std::path::Path) -> RocksStore {
+    RocksStore::open(&StoreOptions::new(dir.join("db"))).expect("open")
+}
+
+fn query(member: Option<&str>, limit: usize) -> ConversationQuery {
+    ConversationQuery {
+        member: member.map(str::to_owned),
+        limit,
+        cursor: None,
+    }
+}
+
+/// Every page of a listing, followed to its end: the ids in order. Fails if the cursor does not
+/// move strictly forward.
+fn list_all(store: &RocksStore, member: Option<&str>, limit: usize) -> Vec<String> {
+    let mut query = query(member, limit);
+    let mut ids = Vec::new();
+    let mut last: Option<ListPosition> = None;
+    for _ in 0..10_000 {
+        let page = store.list_conversations(&query).unwrap();
+        ids.extend(page.conversations.iter().map(|c| c.conversation_id.clone()));
+        let Some(cursor) = page.next_cursor else {
+            assert!(!page.has_more);
+            return ids;
+        };
+        assert!(
+            last.as_ref().is_none_or(|l| cursor.after > *l),
+            "the cursor went back"
+        );
+        last = Some(cursor.after.clone());
+        query.cursor = Some(cursor);
+    }
+    panic!("the listing never ended");
+}
+
+/// The order a listing must have: most recent activity first, then by id.
+fn by_activity(conversations: &[Conversation]) -> Vec<String> {
+    let mut sorted: Vec<_> = conversations
+        .iter()
+        .map(|c| {
+            (
+                ListPosition::new(c.updated_at, c.conversation_id.clone()),
+                c,
+            )
+        })
+        .collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted
+        .into_iter()
+        .map(|(_, c)| c.conversation_id.clone())
+        .collect()
+}
+
+#[test]
+fn a_record_follows_every_write_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, last) = {
+        let store = open(dir.path());
+        let first = store.insert(vec![message("c", "one")]).unwrap()[0].clone();
+        let batch: Vec<_> = (0..10).map(|i| message("c", &format!("b{i}"))).collect();
+        let last = store.insert(batch).unwrap().pop().unwrap();
+        store.insert(vec![message("other", "x")]).unwrap();
+        // A batch that fails changes no figure: the invalid message is refused before writing.
+        let bad = vec![message("c", "fine"), message("", "no conversation")];
+        assert!(matches!(store.insert(bad), Err(StoreError::Invalid(_))));
+        store.close().unwrap();
+        (first, last)
+    };
+    let store = open(dir.path());
+    let record = store.conversation("c").unwrap().expect("exists");
+    assert_eq!(record.message_count, 11);
+    assert_eq!(record.created_at, first.timestamp);
+    assert_eq!(record.updated_at, last.timestamp);
+    let newest = record.last_message.expect("has messages").decode().unwrap();
+    assert_eq!(
+        (newest.msg_id, newest.content.as_str()),
+        (last.msg_id, "b9")
+    );
+    assert_eq!((record.title, record.metadata.len()), (None, 0));
+    assert_eq!(
+        store.conversation("other").unwrap().unwrap().message_count,
+        1
+    );
+    assert!(store.conversation("nope").unwrap().is_none());
+}
+
+#[test]
+fn create_patch_and_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let new = NewConversation {
+        conversation_id: Some("trip".into()),
+        title: Some("Trip".into()),
+        metadata: json!({"k": "v"}).as_object().unwrap().clone(),
+        members: vec!["alice".into(), "bob".into()],
+    };
+    let created = store.create_conversation(&new).unwrap();
+    assert_eq!(
+        (created.title.as_deref(), created.message_count),
+        (Some("Trip"), 0)
+    );
+    assert!(created.last_message.is_none());
+    assert!(matches!(
+        store.create_conversation(&new),
+        Err(StoreError::Conflict(_))
+    ));
+    // A message into a created conversation counts, and the record keeps its title.
+    store.insert(vec![message("trip", "hi")]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    store.insert(vec![message("later", "x")]).unwrap();
+    assert_eq!(list_all(&store, None, 10), ["later", "trip"]);
+
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let patch = ConversationPatch {
+        title: Some(None),
+        metadata: Some(Some(json!({"n": 1}).as_object().unwrap().clone())),
+    };
+    let patched = store.update_conversation("trip", &patch).unwrap().unwrap();
+    assert_eq!(
+        (patched.title, patched.metadata["n"].clone()),
+        (None, json!(1))
+    );
+    assert_eq!(patched.message_count, 1);
+    assert!(patched.updated_at > created.updated_at);
+    // A change of metadata is activity: the conversation is on top again, for its members too.
+    assert_eq!(list_all(&store, None, 10), ["trip", "later"]);
+    assert_eq!(list_all(&store, Some("bob"), 10), ["trip"]);
+    assert!(store.update_conversation("nope", &patch).unwrap().is_none());
+}
+
+#[test]
+fn listings_run_by_activity_for_the_server_and_each_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..40 {
+        store
+            .insert(vec![message(&format!("c{i:02}"), "x")])
+            .unwrap();
+        if i % 3 == 0 {
+            store
+                .set_member(&format!("c{i:02}"), "carol", true)
+                .unwrap();
+        }
+    }
+    // Activity in an old conversation lifts it.
+    store.insert(vec![message("c05", "again")]).unwrap();
+    let all: Vec<Conversation> = (0..40)
+        .map(|i| store.conversation(&format!("c{i:02}")).unwrap().unwrap())
+        .collect();
+    for limit in [1, 7, 40, 100] {
+        assert_eq!(
+            list_all(&store, None, limit),
+            by_activity(&all),
+            "limit {limit}"
+        );
+    }
+    let carols: Vec<Conversation> = all
+        .iter()
+        .filter(|c| c.conversation_id[1..].parse::<usize>().unwrap() % 3 == 0)
+        .cloned()
+        .collect();
+    assert_eq!(list_all(&store, Some("carol"), 4), by_activity(&carols));
+    assert!(list_all(&store, Some("nobody"), 4).is_empty());
+}
+
+#[test]
+fn a_very_large_conversation_is_listed_for_its_members_without_indexing_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.insert(vec![message("small", "x")]).unwrap();
+    store.insert(vec![message("big", "x")]).unwrap();
+    store.set_member("small", "u0", true).unwrap();
+    let members = INDEXED_MEMBERS as usize + 5;
+    for i in 0..members {
+        store.set_member("big", &format!("u{i}"), true).unwrap();
+    }
+    assert_eq!(store.members("big").unwrap().unwrap().len(), members);
+    // u0 is in both: the large one merged in at read time, in activity order either way.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    store.insert(vec![message("small", "newer")]).unwrap();
+    assert_eq!(list_all(&store, Some("u0"), 1), ["small", "big"]);
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    store.insert(vec![message("big", "newest")]).unwrap();
+    assert_eq!(list_all(&store, Some("u0"), 1), ["big", "small"]);
+    assert_eq!(list_all(&store, Some("u7"), 5), ["big"]);
+    // Shrunk to half the threshold, it is indexed per member again, and listed the same.
+    for i in (INDEXED_MEMBERS as usize / 2)..members {
+        store.set_member("big", &format!("u{i}"), false).unwrap();
+    }
+    assert_eq!(list_all(&store, Some("u0"), 1), ["big", "small"]);
+    assert_eq!(list_all(&store, Some("u1"), 5), ["big"]);
+    assert!(list_all(&store, Some("u20"), 5).is_empty());
+    // Removing and adding twice is the same as once.
+    store.set_member("big", "u1", false).unwrap();
+    store.set_member("big", "u1", false).unwrap();
+    assert!(list_all(&store, Some("u1"), 5).is_empty());
+    assert!(!store.set_member("nope", "u1", true).unwrap());
+}
+
+/// The cursor's promise with writers running: every conversation that existed before the first
+/// page is listed at least once, and the listing ends.
+#[test]
+fn paging_while_messages_arrive_visits_every_conversation_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let existing: BTreeSet<String> = (0..300).map(|i| format!("c{i:03}")).collect();
+    for id in &existing {
+        store.insert(vec![message(id, "x")]).unwrap();
+        store.set_member(id, "m", true).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Old conversations jump to the top; new ones appear.
+                    let id = if n % 5 == 0 {
+                        format!("new-{w}-{n}")
+                    } else {
+                        format!("c{:03}", (n * 37 + w * 101) % 300)
+                    };
+                    store.insert(vec![message(&id, "y")]).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for member in [None, Some("m")] {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for id in list_all(&store, member, 7) {
+            *seen.entry(id).or_default() += 1;
+        }
+        let missed: Vec<_> = existing
+            .iter()
+            .filter(|id| !seen.contains_key(*id))
+            .collect();
+        assert!(missed.is_empty(), "{member:?}: missed {missed:?}");
+        assert!(
+            seen.values().all(|&n| n <= 2),
+            "{member:?}: listed more than twice"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(written > 0);
+}
+
+/// Rewrites the store at `path` as format 3 wrote it: no conversation records, listings or
+/// members, only the four column families of that format.
+fn downgrade_to_format_3(path: &std::path::Path) {
+    let mut db =
+        rocksdb::DB::open_cf(&rocksdb::Options::default(), path, keys::COLUMN_FAMILIES).unwrap();
+    for name in [keys::CF_CONVERSATIONS, keys::CF_ACTIVITY, keys::CF_MEMBERS] {
+        db.drop_cf(name).unwrap();
+    }
+    let meta = db.cf_handle(CF_META).unwrap();
+    db.put_cf(meta, META_FORMAT_VERSION, 3u32.to_be_bytes())
+        .unwrap();
+}
+
+#[test]
+fn a_format_3_store_gets_its_records_built_from_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let before: Vec<Conversation> = {
+        let store = open(dir.path());
+        for round in 0..3 {
+            for conversation in ["a", "ab", "b", "z z"] {
+                let batch = (0..25)
+                    .map(|i| message(conversation, &format!("{round}-{i}")))
+                    .collect();
+                store.insert(batch).unwrap();
+            }
+        }
+        let all = ["a", "ab", "b", "z z"]
+            .iter()
+            .map(|id| store.conversation(id).unwrap().unwrap())
+            .collect();
+        store.close().unwrap();
+        all
+    };
+    downgrade_to_format_3(&path);
+    assert_eq!(
+        rocksdb::DB::list_cf(&rocksdb::Options::default(), &path)
+            .unwrap()
+            .len(),
+        5,
+        "format 3 had RocksDB's default and four column families"
+    );
+
+    let store = open(dir.path());
+    for expected in &before {
+        let rebuilt = store
+            .conversation(&expected.conversation_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&rebuilt, expected);
+        assert_eq!(rebuilt.message_count, 75);
+    }
+    assert_eq!(list_all(&store, None, 3), by_activity(&before));
+    // The store goes on as a current one: counts keep counting.
+    store.insert(vec![message("a", "after")]).unwrap();
+    assert_eq!(store.conversation("a").unwrap().unwrap().message_count, 76);
+    assert_eq!(list_all(&store, None, 3)[0], "a");
+}
