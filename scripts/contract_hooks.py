@@ -38,17 +38,34 @@ def _bytes_over_chars_within(value):
 
 def _names(body):
     if isinstance(body, dict):
-        for key in ("conversation_id", "from"):
+        for key in ("conversation_id", "from", "title"):
             yield body.get(key)
         messages = body.get("messages")
         if isinstance(messages, list):
             for message in messages:
                 yield from _names(message)
+        members = body.get("members")
+        if isinstance(members, list):
+            yield from members
 
 
 @schemathesis.hook
 def filter_query(ctx, query):
-    return not (isinstance(query, dict) and _from_the_future(query.get("since_msg_id", "")))
+    return not (
+        isinstance(query, dict)
+        and (
+            _from_the_future(query.get("since_msg_id", ""))
+            or _bytes_over_chars_within(query.get("member"))
+        )
+    )
+
+
+@schemathesis.hook
+def filter_path_parameters(ctx, path_parameters):
+    return not (
+        isinstance(path_parameters, dict)
+        and any(_bytes_over_chars_within(value) for value in path_parameters.values())
+    )
 
 
 @schemathesis.hook
