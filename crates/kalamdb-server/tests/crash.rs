@@ -1,5 +1,6 @@
 //! Crash safety: writers hammer the real binary, it is killed with SIGKILL at a random moment,
-//! and after a restart every acknowledged message is there, intact. Both `storage.sync_writes`
+//! and after a restart every acknowledged message is there, intact, and each conversation's
+//! record counts exactly the messages stored. Both `storage.sync_writes`
 //! modes promise this (the WAL is written before the acknowledgement either way; only a power
 //! cut separates them).
 //!
@@ -95,6 +96,47 @@ fn crash_rounds(sync_writes: bool) {
             "acknowledged message {id} ({content}) lost with sync_writes = {sync_writes}"
         );
         assert_eq!(response.json["content"], content.as_str());
+    }
+    // Each conversation's record counts exactly the messages that survived (acknowledged ones
+    // and any the kill caught between the write and the answer), and names the newest.
+    for writer in 0..WRITERS {
+        let conversation = format!("crash-{writer}");
+        let (mut stored, mut since, mut newest) = (0u64, json!(null), json!(null));
+        loop {
+            let body = json!({"conversation_id": conversation, "limit": 1000, "since_msg_id": since});
+            let page = request(server.addr, "POST", "/api/v1/query", Some(&body)).unwrap();
+            let messages = page.json["messages"].as_array().unwrap();
+            stored += messages.len() as u64;
+            if let Some(last) = messages.last() {
+                newest = last["msg_id"].clone();
+            }
+            if page.json["next_cursor"].is_null() {
+                break;
+            }
+            since = page.json["next_cursor"].clone();
+        }
+        let record = request(
+            server.addr,
+            "GET",
+            &format!("/api/v1/conversations/{conversation}"),
+            None,
+        )
+        .unwrap();
+        let acked = acknowledged
+            .iter()
+            .filter(|(_, c)| c.contains(&format!(" writer {writer} ")))
+            .count() as u64;
+        if stored == 0 {
+            assert_eq!(record.status, 404, "{conversation} has no message but a record");
+            continue;
+        }
+        assert_eq!(record.status, 200, "{conversation}");
+        assert_eq!(
+            record.json["message_count"], stored,
+            "{conversation}: the count after SIGKILL with sync_writes = {sync_writes}"
+        );
+        assert!(stored >= acked, "{conversation}: {stored} stored, {acked} acknowledged");
+        assert_eq!(record.json["last_message"]["msg_id"], newest, "{conversation}");
     }
     assert!(server.stop().success());
 }
