@@ -149,3 +149,51 @@ async fn only_post_is_allowed() {
     assert_eq!(answer.status, 405);
     assert_eq!(answer.headers["allow"], "POST");
 }
+
+/// Counts and last messages change with the batch that changes them, or not at all.
+#[tokio::test]
+async fn a_batch_moves_every_count_it_touches_or_none() {
+    let mut config = Config::default();
+    config.limits.max_message_size = NonZeroUsize::new(8).unwrap();
+    let store = TestStore::new(config);
+    let app = store.app();
+    let record = |id: &'static str| {
+        let app = app.clone();
+        async move { call(&app, get(&format!("/api/v1/conversations/{id}"))).await }
+    };
+    let stored = call(
+        &app,
+        post_json(
+            PATH,
+            batch(vec![
+                message("x", "1"),
+                message("y", "2"),
+                message("x", "3"),
+            ]),
+        ),
+    )
+    .await;
+    assert_eq!(stored.status, 200);
+    let refused = call(
+        &app,
+        post_json(
+            PATH,
+            batch(vec![message("x", "4"), message("y", "much too long")]),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, 413);
+    let (x, y) = (record("x").await, record("y").await);
+    assert_eq!(
+        (
+            x.json["message_count"].as_u64(),
+            y.json["message_count"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(x.json["last_message"]["content"], "3");
+    assert_eq!(
+        y.json["last_message"]["msg_id"],
+        stored.json["messages"][1]["msg_id"]
+    );
+}

@@ -103,7 +103,8 @@ fn crash_rounds(sync_writes: bool) {
         let conversation = format!("crash-{writer}");
         let (mut stored, mut since, mut newest) = (0u64, json!(null), json!(null));
         loop {
-            let body = json!({"conversation_id": conversation, "limit": 1000, "since_msg_id": since});
+            let body =
+                json!({"conversation_id": conversation, "limit": 1000, "since_msg_id": since});
             let page = request(server.addr, "POST", "/api/v1/query", Some(&body)).unwrap();
             let messages = page.json["messages"].as_array().unwrap();
             stored += messages.len() as u64;
@@ -127,7 +128,10 @@ fn crash_rounds(sync_writes: bool) {
             .filter(|(_, c)| c.contains(&format!(" writer {writer} ")))
             .count() as u64;
         if stored == 0 {
-            assert_eq!(record.status, 404, "{conversation} has no message but a record");
+            assert_eq!(
+                record.status, 404,
+                "{conversation} has no message but a record"
+            );
             continue;
         }
         assert_eq!(record.status, 200, "{conversation}");
@@ -135,8 +139,14 @@ fn crash_rounds(sync_writes: bool) {
             record.json["message_count"], stored,
             "{conversation}: the count after SIGKILL with sync_writes = {sync_writes}"
         );
-        assert!(stored >= acked, "{conversation}: {stored} stored, {acked} acknowledged");
-        assert_eq!(record.json["last_message"]["msg_id"], newest, "{conversation}");
+        assert!(
+            stored >= acked,
+            "{conversation}: {stored} stored, {acked} acknowledged"
+        );
+        assert_eq!(
+            record.json["last_message"]["msg_id"], newest,
+            "{conversation}"
+        );
     }
     assert!(server.stop().success());
 }
