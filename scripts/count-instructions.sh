@@ -10,7 +10,9 @@
 # counts 2,000 queries for its latest 50 (`desc`, the benchmark's query-50) and prints
 # instructions per query. Unlike the wall-clock benchmark, the count is nearly the same on every
 # run, so a change of a percent shows. Needs valgrind and python3; the binary defaults to
-# target/release/kalamdb-server (build it with `cargo build --release --bins`).
+# target/release/kalamdb-server (build it with `cargo build --release --bins`). With MEMBERS=N
+# (single or batch), the conversation written to is first created with N members, so the count
+# includes keeping each member's listing current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,6 +75,20 @@ EOF
 
 if [ "$mode" = query ]; then
     send 100 preload
+fi
+if [ "${MEMBERS:-0}" -gt 0 ]; then
+    python3 - "$port" "$MEMBERS" <<'EOF'
+import http.client, json, sys
+port, members = int(sys.argv[1]), int(sys.argv[2])
+body = {"conversation_id": "count-c1", "members": [f"member-{i}" for i in range(members)]}
+connection = http.client.HTTPConnection("127.0.0.1", port)
+connection.request("POST", "/api/v1/conversations", body=json.dumps(body),
+                   headers={"content-type": "application/json"})
+response = connection.getresponse()
+response.read()
+if response.status != 201:
+    sys.exit(f"creating the conversation: status {response.status}")
+EOF
 fi
 send "$warmup"
 callgrind_control -i on "$server" >/dev/null 2>&1

@@ -38,6 +38,11 @@ impl Workload {
             Workload::Insert | Workload::Mixed => 1,
         }
     }
+
+    /// Whether it stores messages.
+    pub(crate) fn writes(self) -> bool {
+        self != Workload::Query
+    }
 }
 
 /// The conversation queries read; preloaded before a run.

@@ -78,6 +78,10 @@ struct Cli {
     /// `storage.sync_writes` (the scenario's) and `logging.file_path`.
     #[arg(long)]
     server_config: Option<PathBuf>,
+    /// Create each connection's conversation (`bench-c<N>`) with this many members before an
+    /// insert or batch run, so the figures include keeping every member's listing current.
+    #[arg(long, default_value_t = 0)]
+    members: usize,
     /// `logging.level` of the server under test [default: the server config's, else warn].
     #[arg(long)]
     log_level: Option<String>,
@@ -257,16 +261,21 @@ fn real_server(cli: &Cli) -> Result<Option<RealServer>, String> {
 /// query conversation; `None` with `--url`.
 fn start_server(
     real: Option<&RealServer>,
-    sync_writes: bool,
-    preload: u64,
+    scenario: &Scenario,
+    members: usize,
 ) -> Result<Option<ServerProcess>, String> {
     let Some(real) = real else {
         return Ok(None);
     };
     let mut failure = None;
-    let server = real.start(sync_writes, |data| {
-        if preload > 0 {
-            if let Err(e) = preload::preload(data, QUERY_CONVERSATION, preload) {
+    let server = real.start(scenario.sync_writes, |data| {
+        if scenario.preload > 0 {
+            if let Err(e) = preload::preload(data, QUERY_CONVERSATION, scenario.preload) {
+                failure = Some(e);
+            }
+        }
+        if members > 0 && scenario.workload.writes() {
+            if let Err(e) = preload::with_members(data, scenario.connections, members) {
                 failure = Some(e);
             }
         }
@@ -308,7 +317,7 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     let mut results = Vec::new();
     let only = cli.only.as_deref().unwrap_or("");
     for scenario in selected(suite(&cli.suite)?, only) {
-        let server = start_server(real, scenario.sync_writes, scenario.preload)?;
+        let server = start_server(real, &scenario, cli.members)?;
         let addr = target(cli, server.as_ref());
         let (mut real_runs, mut noop_runs) = (Vec::new(), Vec::new());
         for _ in 0..cli.rounds.max(1) {
@@ -338,7 +347,14 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     let mut growth = Vec::new();
     for &stored in &cli.growth {
         eprintln!("growth: preloading {stored} messages");
-        let server = start_server(real, true, stored)?
+        let preloaded = Scenario {
+            name: "growth",
+            workload: Workload::Query,
+            connections: 16,
+            sync_writes: true,
+            preload: stored,
+        };
+        let server = start_server(real, &preloaded, 0)?
             .ok_or("--growth needs a started server, not --url")?;
         let query = load::run(server.addr, Workload::Query, 16, duration).await;
         let insert = load::run(server.addr, Workload::Insert, 64, duration).await;
@@ -361,7 +377,14 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
     }
     let mut streams = Vec::new();
     for &subscribers in &cli.stream {
-        let server = start_server(real, true, 0)?;
+        let plain = Scenario {
+            name: "stream",
+            workload: Workload::Insert,
+            connections: 1,
+            sync_writes: true,
+            preload: 0,
+        };
+        let server = start_server(real, &plain, 0)?;
         let pause = Duration::from_millis(cli.stream_pause_ms);
         let result = stream::run(
             target(cli, server.as_ref()),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kalamdb_core::{NewMessage, Store};
+use kalamdb_core::{NewConversation, NewMessage, Store};
 use kalamdb_rocksdb::{RocksStore, StoreOptions};
 
 /// Stores `count` messages of 200 bytes in `conversation_id`.
@@ -25,6 +25,21 @@ pub(crate) fn preload(data: &Path, conversation_id: &str, count: u64) -> Result<
             .collect();
         store.insert(batch).map_err(|e| e.to_string())?;
         left -= n;
+    }
+    store.close().map_err(|e| e.to_string())
+}
+
+/// Creates the conversations the load generator's `connections` write to (`bench-c<N>`), each
+/// with `members` members.
+pub(crate) fn with_members(data: &Path, connections: usize, members: usize) -> Result<(), String> {
+    let store = RocksStore::open(&StoreOptions::new(data)).map_err(|e| e.to_string())?;
+    for connection in 0..connections {
+        let new = NewConversation {
+            conversation_id: Some(format!("bench-c{connection}")),
+            members: (0..members).map(|m| format!("bench-member-{m}")).collect(),
+            ..NewConversation::default()
+        };
+        store.create_conversation(&new).map_err(|e| e.to_string())?;
     }
     store.close().map_err(|e| e.to_string())
 }

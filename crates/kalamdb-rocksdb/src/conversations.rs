@@ -445,16 +445,15 @@ impl RocksStore {
             ActivityKind::Updated,
             after.as_deref(),
         );
-        let mut created = match &query.cursor {
-            Some(_) => Some(Entries::new(
+        let mut created = query.cursor.as_ref().map(|_| {
+            Entries::new(
                 self,
                 &snapshot,
                 member,
                 ActivityKind::Created,
                 after.as_deref(),
-            )),
-            None => None,
-        };
+            )
+        });
         let mut large = match &query.member {
             Some(member) => {
                 self.large_positions(&snapshot, member, horizon, query.cursor.as_ref())?
@@ -490,7 +489,7 @@ impl RocksStore {
                     created.as_mut().expect("a head came from it").advance();
                     None
                 }
-                _ => large.next().and_then(|(_, state)| state),
+                _ => large.next().map(|(_, state)| state),
             };
             let (_, conversation) = decode_position(&suffix)
                 .ok_or_else(|| StoreError::Corrupt("a listing entry does not decode".into()))?;
@@ -557,7 +556,7 @@ impl RocksStore {
         member: &str,
         horizon: u64,
         cursor: Option<&ListCursor>,
-    ) -> Result<Vec<(Vec<u8>, Option<ConversationState>)>, StoreError> {
+    ) -> Result<Vec<(Vec<u8>, ConversationState)>, StoreError> {
         let prefix = activity_prefix(member, ActivityKind::Large);
         let mut options = ReadOptions::default();
         options.set_iterate_lower_bound(prefix.clone());
@@ -581,7 +580,7 @@ impl RocksStore {
                 state.activity,
             );
             if cursor.is_none_or(|c| position > c.after) {
-                found.push((position_suffix(position.at.0, conversation), Some(state)));
+                found.push((position_suffix(position.at.0, conversation), state));
             }
             entries.next();
         }

@@ -278,7 +278,6 @@ fn build_conversations(db: &DB) -> Result<u64, String> {
     let mut synced = WriteOptions::default();
     synced.set_sync(true);
     db.write_opt(batch, &synced).map_err(rocks)?;
-    drop(finish);
     Ok(built)
 }
 

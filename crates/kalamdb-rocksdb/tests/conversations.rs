@@ -155,11 +155,11 @@ fn create_patch_and_conflict() {
 fn listings_run_by_activity_for_the_server_and_each_member() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    for i in 0..40 {
+    for i in 0..40u32 {
         store
             .insert(vec![message(&format!("c{i:02}"), "x")])
             .unwrap();
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             store
                 .set_member(&format!("c{i:02}"), "carol", true)
                 .unwrap();
@@ -239,7 +239,7 @@ fn paging_while_messages_arrive_visits_every_conversation_and_ends() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     // Old conversations jump to the top; new ones appear.
-                    let id = if n % 5 == 0 {
+                    let id = if n.is_multiple_of(5) {
                         format!("new-{w}-{n}")
                     } else {
                         format!("c{:03}", (n * 37 + w * 101) % 300)
