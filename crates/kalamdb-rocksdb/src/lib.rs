@@ -20,8 +20,10 @@
 //!
 //! # Writes
 //!
-//! One [`Store::insert`] is one `WriteBatch` holding each message and its index entry, written
-//! atomically and, with `sync_writes`, fsynced before it returns. Ids are assigned under the same
+//! One [`Store::insert`] is one `WriteBatch` holding each message and its index entry, and for
+//! each conversation it touches the new record (count, last message, `updated_at`) and the move
+//! of its listing entries (`conversations.rs`), written atomically and, with `sync_writes`,
+//! fsynced before it returns. Ids are assigned under the same
 //! lock that orders the writes, so a message is never visible before one with a smaller id.
 //! On open, the id generator is seeded with the highest stored id: ids keep increasing across
 //! restarts.

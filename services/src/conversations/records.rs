@@ -94,9 +94,10 @@ impl ListConversations {
                 "limit" => {
                     once(limit.is_some())?;
                     let max = self.limits.max_limit;
-                    let n = value
-                        .parse::<usize>()
-                        .ok()
+                    // Digits only: `+5` or ` 5` is not what the contract calls a whole number.
+                    let n = Some(&value)
+                        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|v| v.parse::<usize>().ok())
                         .filter(|n| (1..=max).contains(n))
                         .ok_or_else(|| {
                             ApiError::validation(format!(
@@ -454,6 +455,7 @@ mod tests {
             ("limit=0", "limit"),
             ("limit=1001", "limit"),
             ("limit=x", "limit"),
+            ("limit=%2B5", "limit"),
             ("limit=1&limit=2", "limit"),
             ("cursor=garbage", "cursor"),
             ("member=", "member"),
