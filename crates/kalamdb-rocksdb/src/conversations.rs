@@ -22,6 +22,8 @@
 //! very large conversation they are in. A conversation that shrinks to half the threshold is
 //! indexed per member again.
 
+use std::collections::HashMap;
+
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
     Conversation, ConversationPage, ConversationPatch, ConversationQuery, Inserted, ListCursor,
@@ -68,14 +70,41 @@ fn corrupt(conversation_id: &str, what: &str) -> StoreError {
 
 type Snapshot<'a> = SnapshotWithThreadMode<'a, DB>;
 
+/// The states of the conversations written to lately, so that a write does not read its
+/// conversations' states back from RocksDB (a point read per conversation, on the one writer
+/// thread). Always equal to what is stored: filled only after a successful write, emptied of a
+/// conversation by any other change to it. Bounded: emptied whole when it reaches
+/// [`StateCache::CAPACITY`] conversations.
+#[derive(Debug, Default)]
+pub(crate) struct StateCache {
+    states: HashMap<String, ConversationState>,
+}
+
+impl StateCache {
+    /// About 10 MB of states of conversations without members.
+    const CAPACITY: usize = 65_536;
+
+    fn remove(&mut self, conversation_id: &str) -> Option<ConversationState> {
+        self.states.remove(conversation_id)
+    }
+
+    fn insert(&mut self, conversation_id: String, state: ConversationState) {
+        if self.states.len() >= Self::CAPACITY {
+            self.states.clear();
+        }
+        self.states.insert(conversation_id, state);
+    }
+}
+
 impl RocksStore {
     /// Adds to `batch` what the messages `inserted` change in their conversations' records and
-    /// listings. Called under the writer lock, before the batch is written.
+    /// listings, and returns the new states, for [`RocksStore::remember`] once the batch is
+    /// written. Called under the writer lock.
     pub(crate) fn note_messages(
         &self,
         batch: &mut WriteBatch,
         inserted: &[Inserted],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<(String, ConversationState)>, StoreError> {
         // (conversation, messages, first, last): a group holds few conversations, and a batch
         // for one conversation finds its own at the end.
         let mut touched: Vec<(&str, u64, MessageId, MessageId)> = Vec::new();
@@ -90,56 +119,52 @@ impl RocksStore {
             }
         }
         let (records, activity) = (self.cf(CF_CONVERSATIONS), self.cf(CF_ACTIVITY));
+        let mut cache = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = Vec::with_capacity(touched.len());
         for (conversation, count, first, last) in touched {
-            let key = conversation_key(conversation, STATE);
-            let stored = self.db.get_pinned_cf(records, &key).map_err(store_error)?;
-            let old = match stored {
-                Some(value) => Some(
-                    ConversationState::decode(&value)
-                        .ok_or_else(|| corrupt(conversation, "state"))?,
-                ),
-                None => None,
+            // Taken out of the cache: it goes back, changed, only once the write succeeds.
+            let old = match cache.remove(conversation) {
+                Some(state) => Some(state),
+                None => self.state(conversation)?,
             };
-            let mut state = old.clone().unwrap_or_else(|| ConversationState {
+            let new = old.is_none();
+            let mut state = old.unwrap_or_else(|| ConversationState {
                 created_at: first.timestamp_ms(),
                 ..ConversationState::default()
             });
+            let previous = state.updated_at;
             state.message_count += count;
             state.last_id = Some(last);
             state.activity = last.as_u64();
-            state.updated_at = state.updated_at.max(last.timestamp_ms());
-            match &old {
-                None => {
-                    // Born with this write: no member yet, so only the server's listing.
-                    let at = state.created_at;
-                    batch.put_cf(
-                        activity,
-                        activity_key("", ActivityKind::Created, at, conversation),
-                        [],
-                    );
-                    batch.put_cf(
-                        activity,
-                        activity_key("", ActivityKind::Updated, state.updated_at, conversation),
-                        [],
-                    );
+            state.updated_at = previous.max(last.timestamp_ms());
+            if new {
+                // Born with this write: no member yet, so only the server's listing.
+                put_entries(batch, activity, "", conversation, &state);
+            } else if previous != state.updated_at {
+                for listing in listings(&state) {
+                    move_entry(batch, activity, listing, conversation, previous, state.updated_at);
                 }
-                Some(old) if old.updated_at != state.updated_at => {
-                    for listing in listings(&state) {
-                        move_entry(
-                            batch,
-                            activity,
-                            listing,
-                            conversation,
-                            old.updated_at,
-                            state.updated_at,
-                        );
-                    }
-                }
-                Some(_) => {}
             }
-            batch.put_cf(records, &key, state.encode());
+            batch.put_cf(records, conversation_key(conversation, STATE), state.encode());
+            written.push((conversation.to_owned(), state));
         }
-        Ok(())
+        Ok(written)
+    }
+
+    /// Keeps the states a write just made durable, for the next write to the same conversations.
+    pub(crate) fn remember(&self, states: Vec<(String, ConversationState)>) {
+        let mut cache = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        for (conversation, state) in states {
+            cache.insert(conversation, state);
+        }
+    }
+
+    /// Drops a conversation's cached state: called by every change made outside `note_messages`.
+    fn forget(&self, conversation_id: &str) {
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(conversation_id);
     }
 
     /// [`Store::create_conversation`](kalamdb_core::Store::create_conversation).
@@ -149,6 +174,7 @@ impl RocksStore {
     ) -> Result<Conversation, StoreError> {
         self.ensure_open()?;
         let ids = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.forget(new.conversation_id.as_deref().unwrap_or_default());
         // Times come from minted ids, so activity times only grow (`kalamdb_core::conversation`).
         let minted = ids.next_id()?;
         let id = match &new.conversation_id {
@@ -235,6 +261,7 @@ impl RocksStore {
     ) -> Result<Option<Conversation>, StoreError> {
         self.ensure_open()?;
         let lock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.forget(conversation_id);
         let Some(mut state) = self.state(conversation_id)? else {
             return Ok(None);
         };
@@ -336,6 +363,7 @@ impl RocksStore {
         self.ensure_open()?;
         validate_name("user_id", user_id)?;
         let lock = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.forget(conversation_id);
         let Some(mut state) = self.state(conversation_id)? else {
             return Ok(false);
         };

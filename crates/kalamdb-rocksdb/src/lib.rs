@@ -75,6 +75,8 @@ pub struct RocksStore {
     path: PathBuf,
     /// Held across id assignment and the write, so ids become visible in increasing order.
     writer: Mutex<IdGenerator>,
+    /// Conversation states the writer keeps between writes; locked only under `writer`.
+    states: Mutex<conversations::StateCache>,
     sync_writes: bool,
     /// Built once: each write made its own, a C++ allocation and two calls across the FFI.
     write_options: WriteOptions,

@@ -116,6 +116,7 @@ impl RocksStore {
             db,
             path,
             writer: Mutex::new(ids),
+            states: Mutex::default(),
             sync_writes: options.sync_writes,
             write_options: write_options(options.sync_writes),
             idempotency_ttl_ms: u64::try_from(options.idempotency_ttl.as_millis())

@@ -85,7 +85,7 @@ impl Store for RocksStore {
             keys::write_message_value(&mut value, message, answer.msg_id);
             batch.put_cf(messages_cf, &key, &value);
         }
-        self.note_messages(&mut batch, &inserted)?;
+        let states = self.note_messages(&mut batch, &inserted)?;
         let keys_cf = self.cf(CF_IDEMPOTENCY);
         let created = now_ms();
         for (index, key) in idempotency {
@@ -106,6 +106,7 @@ impl Store for RocksStore {
         self.db
             .write_opt(batch, &self.write_options)
             .map_err(store_error)?;
+        self.remember(states);
         drop(ids);
         Ok(inserted)
     }
