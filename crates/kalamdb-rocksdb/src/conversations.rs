@@ -84,8 +84,9 @@ impl StateCache {
     /// About 10 MB of states of conversations without members.
     const CAPACITY: usize = 65_536;
 
-    fn remove(&mut self, conversation_id: &str) -> Option<ConversationState> {
-        self.states.remove(conversation_id)
+    /// Takes a conversation's state out, with the key it was kept under (to put back).
+    fn remove(&mut self, conversation_id: &str) -> Option<(String, ConversationState)> {
+        self.states.remove_entry(conversation_id)
     }
 
     fn insert(&mut self, conversation_id: String, state: ConversationState) {
@@ -123,9 +124,9 @@ impl RocksStore {
         let mut written = Vec::with_capacity(touched.len());
         for (conversation, count, first, last) in touched {
             // Taken out of the cache: it goes back, changed, only once the write succeeds.
-            let old = match cache.remove(conversation) {
-                Some(state) => Some(state),
-                None => self.state(conversation)?,
+            let (name, old) = match cache.remove(conversation) {
+                Some((name, state)) => (name, Some(state)),
+                None => (conversation.to_owned(), self.state(conversation)?),
             };
             let new = old.is_none();
             let mut state = old.unwrap_or_else(|| ConversationState {
@@ -146,7 +147,7 @@ impl RocksStore {
                 }
             }
             batch.put_cf(records, conversation_key(conversation, STATE), state.encode());
-            written.push((conversation.to_owned(), state));
+            written.push((name, state));
         }
         Ok(written)
     }

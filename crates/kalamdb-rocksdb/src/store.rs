@@ -47,9 +47,11 @@ impl Store for RocksStore {
         let index_cf = self.cf(CF_MESSAGE_INDEX);
         let mut inserted = Vec::with_capacity(messages.len());
         // Sized up front: growing it copied the whole batch each time it doubled.
+        // Each message's two entries, and at most one conversation record and listing move per
+        // message: its state and the delete and put of its place, for the server's listing.
         let size: usize = messages
             .iter()
-            .map(|m| 2 * m.conversation_id().len() + m.approximate_json_len() + 48)
+            .map(|m| 5 * m.conversation_id().len() + m.approximate_json_len() + 160)
             .sum();
         let mut batch = WriteBatch::with_capacity_bytes(size + 64);
 
