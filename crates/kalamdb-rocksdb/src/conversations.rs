@@ -42,7 +42,7 @@ use crate::RocksStore;
 
 /// The most members a conversation has for its members' listings to be kept on each write;
 /// beyond it they are merged at read time (module docs). Measured in `docs/BENCHMARKS.md`.
-pub const INDEXED_MEMBERS: u32 = 32;
+pub const INDEXED_MEMBERS: u32 = 8;
 
 /// The entries a page may pass over without returning them before it stops short, so that a
 /// page's cost stays bounded; its cursor then goes on from the last entry it looked at.

@@ -8,11 +8,11 @@
 //! | `meta` | a name such as `format_version` | format-specific |
 //! | `conversations` | `conversation_id` ‖ `0x02` ‖ `s` | [`ConversationState`]: times, count, last id, members (hot, rewritten by each write) |
 //! | `conversations` | `conversation_id` ‖ `0x02` ‖ `d` | [`encode_details`]: title and metadata (rewritten only by a create or patch) |
-//! | `conversation_activity` | member ‖ `0x02` ‖ kind ‖ NOT time (u64 big-endian) ‖ `conversation_id` | empty |
+//! | `conversation_activity` | [`bucket`] of the member ‖ member ‖ `0x02` ‖ kind ‖ NOT time (u64 big-endian) ‖ `conversation_id` | empty |
 //! | `members` | `conversation_id` ‖ `0x02` ‖ `user_id` | empty |
 //!
 //! `conversation_activity` holds the listings by activity ([`ActivityKind`]): the server's own
-//! under the empty member (its keys start with `0x02`), and each member's of a conversation of at
+//! under the empty member, and each member's of a conversation of at
 //! most [`crate::INDEXED_MEMBERS`] members. Kind `u` is keyed by `updated_at`, kind `c` by
 //! `created_at` (what a cursor falls back on for a conversation that moved while it paged), both
 //! newest first; kind `L` lists, without a time, a member's conversations too large to index per
@@ -338,10 +338,13 @@ pub enum ActivityKind {
     Large = b'L' as isize,
 }
 
-/// `member ‖ 0x02 ‖ kind`: what every entry of one listing starts with (`member` is empty for
-/// the server's own).
+/// `bucket(member) ‖ member ‖ 0x02 ‖ kind`: what every entry of one listing starts with
+/// (`member` is empty for the server's own). The bucket, as in `messages`, keys RocksDB's
+/// memtable insert hint: each listing's new entries go in first, where its last one went, and
+/// members whose names begin alike do not share a hint.
 pub fn activity_prefix(member: &str, kind: ActivityKind) -> Vec<u8> {
-    let mut prefix = Vec::with_capacity(member.len() + 2 + 8 + 32);
+    let mut prefix = Vec::with_capacity(MEMTABLE_HINT_PREFIX_LEN + member.len() + 2 + 8 + 32);
+    prefix.extend_from_slice(&bucket(member.as_bytes()));
     prefix.extend_from_slice(member.as_bytes());
     prefix.push(SEPARATOR);
     prefix.push(kind as u8);

@@ -89,9 +89,9 @@ pub(crate) fn cf_options(
     if name == CF_MESSAGES || name == CF_ACTIVITY {
         // The crate has no setter for the hint's extractor; RocksDB's options string does. The
         // result is a copy of `options` with it set, sharing the table factory and its cache.
-        // In `conversation_activity` the two bytes are `0x02 u` for every entry a message puts
-        // in the server's listing, and each goes in first (newest first): the hint finds its
-        // place without a search.
+        // In `conversation_activity` the two bytes are the listing's bucket, and a message puts
+        // each listing's new entry first (newest first): the hint finds its place without a
+        // search.
         options = options.get_options_from_string(format!(
             "memtable_insert_with_hint_prefix_extractor=fixed:{}",
             keys::MEMTABLE_HINT_PREFIX_LEN
