@@ -143,10 +143,21 @@ impl RocksStore {
                 put_entries(batch, activity, "", conversation, &state);
             } else if previous != state.updated_at {
                 for listing in listings(&state) {
-                    move_entry(batch, activity, listing, conversation, previous, state.updated_at);
+                    move_entry(
+                        batch,
+                        activity,
+                        listing,
+                        conversation,
+                        previous,
+                        state.updated_at,
+                    );
                 }
             }
-            batch.put_cf(records, conversation_key(conversation, STATE), state.encode());
+            batch.put_cf(
+                records,
+                conversation_key(conversation, STATE),
+                state.encode(),
+            );
             written.push((name, state));
         }
         Ok(written)
