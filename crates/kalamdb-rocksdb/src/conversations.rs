@@ -62,6 +62,22 @@ fn listings(state: &ConversationState) -> impl Iterator<Item = &str> {
     )
 }
 
+/// A stored state, decoded.
+fn decode_state(
+    conversation_id: &str,
+    stored: Option<impl std::ops::Deref<Target = [u8]>>,
+) -> Result<Option<ConversationState>, StoreError> {
+    stored
+        .map(|value| {
+            ConversationState::decode(&value).ok_or_else(|| corrupt(conversation_id, "state"))
+        })
+        .transpose()
+}
+
+fn bad_entry() -> StoreError {
+    StoreError::Corrupt("a listing entry does not decode".into())
+}
+
 fn corrupt(conversation_id: &str, what: &str) -> StoreError {
     StoreError::Corrupt(format!(
         "the {what} of conversation {conversation_id:?} does not decode"
@@ -238,15 +254,12 @@ impl RocksStore {
                 );
             }
         }
-        batch.put_cf(records, &state_key, state.encode());
         batch.put_cf(
             records,
             conversation_key(&id, DETAILS),
             details(new.title.as_deref(), &new.metadata),
         );
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(store_error)?;
+        self.commit(batch, &id, &state)?;
         drop(ids);
         self.conversation_record(&id)?
             .ok_or_else(|| StoreError::Internal(format!("conversation {id:?} vanished")))
@@ -284,17 +297,7 @@ impl RocksStore {
                 .db
                 .get_pinned_cf(records, &details_key)
                 .map_err(store_error)?;
-            let (mut title, mut metadata) = match &stored {
-                Some(value) => {
-                    let (title, json) = keys::decode_details(value)
-                        .ok_or_else(|| corrupt(conversation_id, "details"))?;
-                    (
-                        title.map(str::to_owned),
-                        metadata_of(conversation_id, json)?,
-                    )
-                }
-                None => (None, Map::new()),
-            };
+            let (mut title, mut metadata) = decode_details(conversation_id, stored)?;
             if let Some(new) = &patch.title {
                 title.clone_from(new);
             }
@@ -317,17 +320,51 @@ impl RocksStore {
                 state.updated_at = updated_at;
             }
             batch.put_cf(records, &details_key, details(title.as_deref(), &metadata));
-            batch.put_cf(
-                records,
-                conversation_key(conversation_id, STATE),
-                state.encode(),
-            );
-            self.db
-                .write_opt(batch, &self.write_options)
-                .map_err(store_error)?;
+            self.commit(batch, conversation_id, &state)?;
         }
         drop(lock);
         self.conversation_record(conversation_id)
+    }
+
+    /// What follows `prefix` in each key of `cf` that starts with it, in key order: the
+    /// members of a conversation, or a member's large conversations. `None` when one is not
+    /// UTF-8.
+    fn names_under(
+        &self,
+        snapshot: &Snapshot<'_>,
+        cf: &str,
+        prefix: &[u8],
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(prefix.to_vec());
+        options.set_iterate_upper_bound(past_prefix(prefix));
+        let mut entries = snapshot.raw_iterator_cf_opt(self.cf(cf), options);
+        entries.seek_to_first();
+        let mut names = Vec::new();
+        while let Some(key) = entries.key() {
+            match std::str::from_utf8(&key[prefix.len()..]) {
+                Ok(name) => names.push(name.to_owned()),
+                Err(_) => return Ok(None),
+            }
+            entries.next();
+        }
+        entries.status().map_err(store_error)?;
+        Ok(Some(names))
+    }
+
+    /// Writes `batch` with the conversation's new `state`: the end of every change but a
+    /// message's (callers hold the writer lock).
+    fn commit(
+        &self,
+        mut batch: WriteBatch,
+        conversation_id: &str,
+        state: &ConversationState,
+    ) -> Result<(), StoreError> {
+        let key = conversation_key(conversation_id, STATE);
+        batch.put_cf(self.cf(CF_CONVERSATIONS), key, state.encode());
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(store_error)
     }
 
     /// [`Store::members`](kalamdb_core::Store::members).
@@ -349,20 +386,8 @@ impl RocksStore {
         conversation_id: &str,
     ) -> Result<Vec<String>, StoreError> {
         let prefix = keys::members_prefix(conversation_id);
-        let mut options = ReadOptions::default();
-        options.set_iterate_lower_bound(prefix.clone());
-        options.set_iterate_upper_bound(past_prefix(&prefix));
-        let mut entries = snapshot.raw_iterator_cf_opt(self.cf(CF_MEMBERS), options);
-        entries.seek_to_first();
-        let mut members = Vec::new();
-        while let Some(key) = entries.key() {
-            let user = std::str::from_utf8(&key[prefix.len()..])
-                .map_err(|_| corrupt(conversation_id, "member list"))?;
-            members.push(user.to_owned());
-            entries.next();
-        }
-        entries.status().map_err(store_error)?;
-        Ok(members)
+        self.names_under(snapshot, CF_MEMBERS, &prefix)?
+            .ok_or_else(|| corrupt(conversation_id, "member list"))
     }
 
     /// [`Store::set_member`](kalamdb_core::Store::set_member).
@@ -450,14 +475,7 @@ impl RocksStore {
                 state.members.retain(|m| m != user_id);
             }
         }
-        batch.put_cf(
-            self.cf(CF_CONVERSATIONS),
-            conversation_key(conversation_id, STATE),
-            state.encode(),
-        );
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(store_error)?;
+        self.commit(batch, conversation_id, &state)?;
         drop(lock);
         Ok(true)
     }
@@ -531,15 +549,10 @@ impl RocksStore {
                 }
                 _ => large.next().map(|(_, state)| state),
             };
-            let (_, conversation) = decode_position(&suffix)
-                .ok_or_else(|| StoreError::Corrupt("a listing entry does not decode".into()))?;
+            let (_, conversation) = decode_position(&suffix).ok_or_else(bad_entry)?;
             let state = match known {
                 Some(state) => state,
-                None => self.state_in(&snapshot, conversation)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "conversation {conversation:?} is listed but has no record"
-                    ))
-                })?,
+                None => self.listed_state(&snapshot, conversation)?,
             };
             let include = match source {
                 b'u' => state.activity <= horizon,
@@ -572,8 +585,7 @@ impl RocksStore {
         };
         let next_cursor = match (has_more, last) {
             (true, Some(suffix)) => {
-                let (at, conversation) = decode_position(&suffix)
-                    .ok_or_else(|| StoreError::Corrupt("a listing entry does not decode".into()))?;
+                let (at, conversation) = decode_position(&suffix).ok_or_else(bad_entry)?;
                 Some(ListCursor {
                     horizon,
                     after: ListPosition::new(at, conversation),
@@ -598,20 +610,12 @@ impl RocksStore {
         cursor: Option<&ListCursor>,
     ) -> Result<Vec<(Vec<u8>, ConversationState)>, StoreError> {
         let prefix = activity_prefix(member, ActivityKind::Large);
-        let mut options = ReadOptions::default();
-        options.set_iterate_lower_bound(prefix.clone());
-        options.set_iterate_upper_bound(past_prefix(&prefix));
-        let mut entries = snapshot.raw_iterator_cf_opt(self.cf(CF_ACTIVITY), options);
-        entries.seek_to_first();
-        let mut found = Vec::new();
-        while let Some(key) = entries.key() {
-            let conversation = std::str::from_utf8(&key[prefix.len()..])
-                .map_err(|_| StoreError::Corrupt("a listing entry does not decode".into()))?;
-            let state = self.state_in(snapshot, conversation)?.ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "conversation {conversation:?} is listed but has no record"
-                ))
-            })?;
+        let names = self
+            .names_under(snapshot, CF_ACTIVITY, &prefix)?
+            .ok_or_else(bad_entry)?;
+        let mut found = Vec::with_capacity(names.len());
+        for conversation in &names {
+            let state = self.listed_state(snapshot, conversation)?;
             let position = ListCursor::position_of(
                 horizon,
                 conversation,
@@ -622,9 +626,7 @@ impl RocksStore {
             if cursor.is_none_or(|c| position > c.after) {
                 found.push((position_suffix(position.at.0, conversation), state));
             }
-            entries.next();
         }
-        entries.status().map_err(store_error)?;
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
     }
@@ -649,37 +651,35 @@ impl RocksStore {
 
     /// A conversation's state as of now (callers hold the writer lock).
     fn state(&self, conversation_id: &str) -> Result<Option<ConversationState>, StoreError> {
-        let stored = self
-            .db
-            .get_pinned_cf(
-                self.cf(CF_CONVERSATIONS),
-                conversation_key(conversation_id, STATE),
-            )
-            .map_err(store_error)?;
-        stored
-            .map(|value| {
-                ConversationState::decode(&value).ok_or_else(|| corrupt(conversation_id, "state"))
-            })
-            .transpose()
+        let key = conversation_key(conversation_id, STATE);
+        let stored = self.db.get_pinned_cf(self.cf(CF_CONVERSATIONS), key);
+        decode_state(conversation_id, stored.map_err(store_error)?)
     }
 
+    /// A conversation's state as of `snapshot`.
     fn state_in(
         &self,
         snapshot: &Snapshot<'_>,
         conversation_id: &str,
     ) -> Result<Option<ConversationState>, StoreError> {
-        let stored = snapshot
-            .get_pinned_cf_opt(
-                self.cf(CF_CONVERSATIONS),
-                conversation_key(conversation_id, STATE),
-                ReadOptions::default(),
-            )
-            .map_err(store_error)?;
-        stored
-            .map(|value| {
-                ConversationState::decode(&value).ok_or_else(|| corrupt(conversation_id, "state"))
-            })
-            .transpose()
+        let key = conversation_key(conversation_id, STATE);
+        let stored =
+            snapshot.get_pinned_cf_opt(self.cf(CF_CONVERSATIONS), key, ReadOptions::default());
+        decode_state(conversation_id, stored.map_err(store_error)?)
+    }
+
+    /// The state of a conversation a listing names, which must exist: the entry and the record
+    /// are written together.
+    fn listed_state(
+        &self,
+        snapshot: &Snapshot<'_>,
+        conversation_id: &str,
+    ) -> Result<ConversationState, StoreError> {
+        self.state_in(snapshot, conversation_id)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "conversation {conversation_id:?} is listed but has no record"
+            ))
+        })
     }
 
     /// The conversation as the API returns it: its state, details and last message.
@@ -696,17 +696,7 @@ impl RocksStore {
                 ReadOptions::default(),
             )
             .map_err(store_error)?;
-        let (title, metadata) = match &details {
-            Some(value) => {
-                let (title, json) = keys::decode_details(value)
-                    .ok_or_else(|| corrupt(conversation_id, "details"))?;
-                (
-                    title.map(str::to_owned),
-                    metadata_of(conversation_id, json)?,
-                )
-            }
-            None => (None, Map::new()),
-        };
+        let (title, metadata) = decode_details(conversation_id, details)?;
         let last_message = match state.last_id {
             Some(id) => {
                 let value = snapshot
@@ -749,11 +739,22 @@ fn details(title: Option<&str>, metadata: &Map<String, Value>) -> Vec<u8> {
     keys::encode_details(title, &serde_json::to_vec(metadata).unwrap_or_default())
 }
 
-fn metadata_of(conversation_id: &str, json: &[u8]) -> Result<Map<String, Value>, StoreError> {
-    if json.is_empty() {
-        return Ok(Map::new());
-    }
-    serde_json::from_slice(json).map_err(|_| corrupt(conversation_id, "metadata"))
+/// Stored details, decoded: the title and the metadata (none and `{}` when never set).
+fn decode_details(
+    conversation_id: &str,
+    stored: Option<impl std::ops::Deref<Target = [u8]>>,
+) -> Result<(Option<String>, Map<String, Value>), StoreError> {
+    let Some(value) = stored else {
+        return Ok((None, Map::new()));
+    };
+    let (title, json) =
+        keys::decode_details(&value).ok_or_else(|| corrupt(conversation_id, "details"))?;
+    let metadata = if json.is_empty() {
+        Map::new()
+    } else {
+        serde_json::from_slice(json).map_err(|_| corrupt(conversation_id, "metadata"))?
+    };
+    Ok((title.map(str::to_owned), metadata))
 }
 
 /// Moves a conversation's `u` entry in one listing from `from` to `to`.
