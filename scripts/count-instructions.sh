@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Counts the instructions the server spends on each insert or query, with valgrind's callgrind.
 #
-#   scripts/count-instructions.sh [single|batch|query] [SERVER_BINARY]
+#   scripts/count-instructions.sh [single|batch|query|list] [SERVER_BINARY]
 #
 # Starts the server under callgrind on a temp dir (sync_writes = false, port 18080), warms it up,
 # then counts every thread's user-space instructions while 3,000 single inserts (or 300 batches
@@ -12,7 +12,10 @@
 # run, so a change of a percent shows. Needs valgrind and python3; the binary defaults to
 # target/release/kalamdb-server (build it with `cargo build --release --bins`). With MEMBERS=N
 # (single or batch), the conversation written to is first created with N members, so the count
-# includes keeping each member's listing current.
+# includes keeping each member's listing current. `list` creates ROOMS conversations (default 100)
+# of MEMBERS members (default 2), one message each, all with the member `member-0`, then counts
+# 500 pages of that member's listing (`limit=20`): with more than 8 members a room is merged in at
+# read time, so this measures what that strategy costs a reader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +26,8 @@ case "$mode" in
     single) warmup=300 requests=3000 per_request=1 ;;
     batch) warmup=30 requests=300 per_request=100 ;;
     query) warmup=200 requests=2000 per_request=1 ;;
-    *) echo "usage: $0 [single|batch|query] [SERVER_BINARY]" >&2; exit 2 ;;
+    list) warmup=50 requests=500 per_request=1 ;;
+    *) echo "usage: $0 [single|batch|query|list] [SERVER_BINARY]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 
@@ -57,6 +61,8 @@ if mode == "batch" or mode == "preload":
     if mode == "preload":
         message["conversation_id"] = "count-query"
     path, body = "/api/v1/messages/batch", json.dumps({"messages": [message] * 100})
+elif mode == "list":
+    path, body = "/api/v1/conversations?member=member-0&limit=20", None
 elif mode == "query":
     query = {"conversation_id": "count-query", "limit": 50, "order": "desc"}
     path, body = "/api/v1/query", json.dumps(query)
@@ -65,7 +71,8 @@ else:
 connections = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
 for i in range(count):
     connection = connections[i % 4]
-    connection.request("POST", path, body=body, headers={"content-type": "application/json"})
+    method = "GET" if body is None else "POST"
+    connection.request(method, path, body=body, headers={"content-type": "application/json"})
     response = connection.getresponse()
     response.read()
     if response.status >= 300:
@@ -76,7 +83,24 @@ EOF
 if [ "$mode" = query ]; then
     send 100 preload
 fi
-if [ "${MEMBERS:-0}" -gt 0 ]; then
+if [ "$mode" = list ]; then
+    python3 - "$port" "${ROOMS:-100}" "${MEMBERS:-2}" <<'EOF'
+import http.client, json, sys
+port, rooms, members = (int(a) for a in sys.argv[1:4])
+connection = http.client.HTTPConnection("127.0.0.1", port)
+for room in range(rooms):
+    for path, body, expected in [
+        ("/api/v1/conversations",
+         {"conversation_id": f"room-{room}", "members": [f"member-{i}" for i in range(members)]}, 201),
+        ("/api/v1/messages", {"conversation_id": f"room-{room}", "from": "count", "content": "x" * 200}, 200),
+    ]:
+        connection.request("POST", path, body=json.dumps(body), headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        if response.status != expected:
+            sys.exit(f"setting up the rooms: status {response.status}")
+EOF
+elif [ "${MEMBERS:-0}" -gt 0 ]; then
     python3 - "$port" "$MEMBERS" <<'EOF'
 import http.client, json, sys
 port, members = int(sys.argv[1]), int(sys.argv[2])
@@ -95,8 +119,8 @@ callgrind_control -i on "$server" >/dev/null 2>&1
 send "$requests"
 callgrind_control -i off "$server" >/dev/null 2>&1
 callgrind_control -d "$server" >/dev/null 2>&1
-total=$(cat "$dir"/callgrind.out* | awk '/^totals:/ { sum += $2 } END { print sum }')
-if [ "$mode" = query ]; then
+total=$(cat "$dir"/callgrind.out* | awk '/^totals:/ { sum += $2 } END { printf "%d\n", sum }')
+if [ "$mode" = query ] || [ "$mode" = list ]; then
     echo "$mode: $((total / requests)) instructions per query ($total for $requests queries)"
 else
     echo "$mode: $((total / (requests * per_request))) instructions per message ($total for $((requests * per_request)) messages)"
