@@ -31,7 +31,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use crate::message::{json_size, validate_name, Limits, StoredMessage, ValidationError};
+use crate::message::{validate_metadata, validate_name, Limits, StoredMessage, ValidationError};
 
 /// The most members one request may name, and the most a conversation's create may hold.
 pub const MAX_MEMBERS_PER_REQUEST: usize = 1000;
@@ -80,24 +80,6 @@ impl NewConversation {
         self.members.dedup();
         Ok(())
     }
-}
-
-/// Checks a conversation's metadata against `limits.max_metadata_size`.
-fn validate_metadata(
-    metadata: &Map<String, Value>,
-    limits: &Limits,
-) -> Result<(), ValidationError> {
-    let size = json_size(metadata);
-    if size > limits.max_metadata_size {
-        return Err(ValidationError::too_large(
-            "metadata",
-            format!(
-                "is {size} bytes as compact JSON, over the limit of {} bytes",
-                limits.max_metadata_size
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// A change to a conversation's title or metadata (`PATCH`): an absent field stays as it is, a

@@ -526,38 +526,35 @@ impl RocksStore {
         let (mut has_more, mut skipped) = (false, 0);
         loop {
             // The smallest head of the three sources.
-            let mut next: Option<(u8, Vec<u8>)> = updated.head().map(|s| (b'u', s.to_vec()));
+            let mut next: Option<(ActivityKind, Vec<u8>)> =
+                updated.head().map(|s| (ActivityKind::Updated, s.to_vec()));
             if let Some(head) = created.as_mut().and_then(Entries::head) {
                 if next.as_ref().is_none_or(|(_, n)| head < n.as_slice()) {
-                    next = Some((b'c', head.to_vec()));
+                    next = Some((ActivityKind::Created, head.to_vec()));
                 }
             }
             if let Some((suffix, _)) = large.peek() {
                 if next.as_ref().is_none_or(|(_, n)| suffix < n) {
-                    next = Some((b'L', suffix.clone()));
+                    next = Some((ActivityKind::Large, suffix.clone()));
                 }
             }
             let Some((source, suffix)) = next else { break };
-            let known = match source {
-                b'u' => {
-                    updated.advance();
-                    None
-                }
-                b'c' => {
-                    created.as_mut().expect("a head came from it").advance();
-                    None
-                }
-                _ => large.next().map(|(_, state)| state),
-            };
             let (_, conversation) = decode_position(&suffix).ok_or_else(bad_entry)?;
-            let state = match known {
-                Some(state) => state,
-                None => self.listed_state(&snapshot, conversation)?,
-            };
-            let include = match source {
-                b'u' => state.activity <= horizon,
-                b'c' => state.activity > horizon,
-                _ => true,
+            // Only a large room's state is read already (to place it); the others' is read here.
+            let (state, include) = match source {
+                ActivityKind::Updated => {
+                    updated.advance();
+                    let state = self.listed_state(&snapshot, conversation)?;
+                    let include = state.activity <= horizon;
+                    (state, include)
+                }
+                ActivityKind::Created => {
+                    created.as_mut().expect("a head came from it").advance();
+                    let state = self.listed_state(&snapshot, conversation)?;
+                    let include = state.activity > horizon;
+                    (state, include)
+                }
+                ActivityKind::Large => (large.next().expect("a head came from it").1, true),
             };
             if include {
                 if conversations.len() == query.limit {

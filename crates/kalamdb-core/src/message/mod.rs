@@ -72,7 +72,7 @@ impl ValidationError {
         }
     }
 
-    pub(crate) fn too_large(field: &'static str, rule: impl Into<String>) -> Self {
+    fn too_large(field: &'static str, rule: impl Into<String>) -> Self {
         Self {
             field,
             rule: rule.into(),
@@ -99,18 +99,26 @@ impl NewMessage {
                 ),
             ));
         }
-        let metadata_size = json_size(&self.metadata);
-        if metadata_size > limits.max_metadata_size {
-            return Err(ValidationError::too_large(
-                "metadata",
-                format!(
-                    "is {metadata_size} bytes as compact JSON, over the limit of {} bytes",
-                    limits.max_metadata_size
-                ),
-            ));
-        }
-        Ok(())
+        validate_metadata(&self.metadata, limits)
     }
+}
+
+/// Checks metadata (a message's or a conversation's) against `limits.max_metadata_size`.
+pub(crate) fn validate_metadata(
+    metadata: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    let size = json_size(metadata);
+    if size > limits.max_metadata_size {
+        return Err(ValidationError::too_large(
+            "metadata",
+            format!(
+                "is {size} bytes as compact JSON, over the limit of {} bytes",
+                limits.max_metadata_size
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a `conversation_id` or `from`: 1-255 bytes, no control characters.
@@ -140,7 +148,7 @@ pub fn validate_name(field: &'static str, value: &str) -> Result<(), ValidationE
 }
 
 /// The length of a value's compact JSON encoding, without building the string.
-pub(crate) fn json_size(map: &Map<String, Value>) -> usize {
+fn json_size(map: &Map<String, Value>) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
