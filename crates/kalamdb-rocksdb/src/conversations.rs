@@ -8,9 +8,28 @@
 //! # What a message costs
 //!
 //! A write reads each of its conversations' state once (one point read per conversation per
-//! write group, not per message), rewrites it, and moves the conversation's `u` entries (the
-//! server's, and each member's when it has at most [`INDEXED_MEMBERS`]): a delete and a put
-//! each, only when `updated_at` changed, which it does at most once a millisecond.
+//! write group, not per message; a cache spares most), rewrites it, and moves the
+//! conversation's `u` entry in the server's listing: a delete and a put, only when `updated_at`
+//! changed, which it does at most once a millisecond.
+//!
+//! # Members of a busy conversation
+//!
+//! A conversation with members (at most [`INDEXED_MEMBERS`]) also has a `u` entry in each
+//! member's listing. Moving them all on every message cost a conversation of three members
+//! about 50% more instructions an insert. So they move on a write only when the conversation
+//! was quiet for [`MEMBER_LAG_MS`]; a write into a busy one instead marks it deferred once: a
+//! timeless `p` entry per member (and one in the server's queue), and the state's
+//! [`ConversationState::indexed_at`] says where the members' `u` entries were left. Further
+//! writes touch no member entry. A member's listing skips a deferred conversation's `u` and `c`
+//! entries and places it from its state instead, as it does a very large one (below), so
+//! listings are exact at all times, under one snapshot, and after any crash: nothing is kept
+//! only in memory but the queue, which the first write after an open reads back.
+//!
+//! A write catches up the conversations deferred [`MEMBER_LAG_MS`] ago or more (at most
+//! [`CATCH_UP_PER_WRITE`], more when over [`MAX_DEFERRED`]): their members' `u` entries move to
+//! `updated_at` and the `p` entries go, in the write's own batch. A busy conversation thus moves
+//! its members' entries about once a second, not on every message, and a member's page reads
+//! one more state per conversation of theirs that is deferred (`docs/BENCHMARKS.md`).
 //!
 //! # Very large conversations
 //!
@@ -22,7 +41,7 @@
 //! very large conversation they are in. A conversation that shrinks to half the threshold is
 //! indexed per member again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
@@ -43,6 +62,20 @@ use crate::RocksStore;
 /// The most members a conversation has for its members' listings to be kept on each write;
 /// beyond it they are merged at read time (module docs). Measured in `docs/BENCHMARKS.md`.
 pub const INDEXED_MEMBERS: u32 = 8;
+
+/// How long a conversation must have been quiet for a write to move its members' entries at
+/// once rather than defer them, and how long a deferred conversation waits to be caught up
+/// (module docs).
+pub const MEMBER_LAG_MS: u64 = 1_000;
+
+/// How many deferred conversations a write catches up, besides any beyond [`MAX_DEFERRED`]:
+/// enough for the conversations deferred in a second to be caught up by a few writes, few
+/// enough to add little to any one write.
+pub const CATCH_UP_PER_WRITE: usize = 16;
+
+/// How many conversations may be deferred at once; a write catches up those beyond it whatever
+/// their age, which bounds what a member's page may read in their place.
+pub const MAX_DEFERRED: usize = 4096;
 
 /// The entries a page may pass over without returning them before it stops short, so that a
 /// page's cost stays bounded; its cursor then goes on from the last entry it looked at.
@@ -91,9 +124,25 @@ type Snapshot<'a> = SnapshotWithThreadMode<'a, DB>;
 /// thread). Always equal to what is stored: filled only after a successful write, emptied of a
 /// conversation by any other change to it. Bounded: emptied whole when it reaches
 /// [`StateCache::CAPACITY`] conversations.
+///
+/// It also holds the queue of deferred conversations (module docs), oldest first, each with
+/// when it was deferred (ms); `None` until the first write after an open reads the stored one.
+/// An entry may outlive its deferral (a patch or a change of members catches up too): catching
+/// up a conversation that is not deferred does nothing.
 #[derive(Debug, Default)]
 pub(crate) struct StateCache {
     states: HashMap<String, ConversationState>,
+    deferred: Option<VecDeque<(u64, String)>>,
+}
+
+/// What a write changed in its conversations, for [`RocksStore::remember`] once it is durable.
+pub(crate) struct Noted {
+    states: Vec<(String, ConversationState)>,
+    /// How many of the queue's first entries it caught up.
+    caught_up: usize,
+    /// The conversations it deferred, and when (ms).
+    deferred: Vec<String>,
+    at: u64,
 }
 
 impl StateCache {
@@ -111,17 +160,34 @@ impl StateCache {
         }
         self.states.insert(conversation_id, state);
     }
+
+    /// The deferred conversations a write at `now` (ms) catches up: the queue's first entries,
+    /// as many as are [`MEMBER_LAG_MS`] old, and any beyond [`MAX_DEFERRED`].
+    fn due(&self, now: u64) -> Vec<String> {
+        let Some(queue) = &self.deferred else {
+            return Vec::new();
+        };
+        let over = queue.len().saturating_sub(MAX_DEFERRED);
+        queue
+            .iter()
+            .enumerate()
+            .take_while(|(i, (since, _))| {
+                *i < over || (*i < CATCH_UP_PER_WRITE && since + MEMBER_LAG_MS <= now)
+            })
+            .map(|(_, (_, name))| name.clone())
+            .collect()
+    }
 }
 
 impl RocksStore {
     /// Adds to `batch` what the messages `inserted` change in their conversations' records and
-    /// listings, and returns the new states, for [`RocksStore::remember`] once the batch is
-    /// written. Called under the writer lock.
+    /// listings, and the catching up that is due, and returns what changed, for
+    /// [`RocksStore::remember`] once the batch is written. Called under the writer lock.
     pub(crate) fn note_messages(
         &self,
         batch: &mut WriteBatch,
         inserted: &[Inserted],
-    ) -> Result<Vec<(String, ConversationState)>, StoreError> {
+    ) -> Result<Noted, StoreError> {
         // (conversation, messages, first, last): a group holds few conversations, and a batch
         // for one conversation finds its own at the end.
         let mut touched: Vec<(&str, u64, MessageId, MessageId)> = Vec::new();
@@ -136,13 +202,30 @@ impl RocksStore {
             }
         }
         let (records, activity) = (self.cf(CF_CONVERSATIONS), self.cf(CF_ACTIVITY));
+        let now = inserted.last().map_or(0, |answer| answer.timestamp);
         let mut cache = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let mut written = Vec::with_capacity(touched.len());
+        if cache.deferred.is_none() {
+            cache.deferred = Some(self.stored_queue()?);
+        }
+        let due = cache.due(now);
+        let mut written: Vec<(String, ConversationState)> =
+            Vec::with_capacity(touched.len() + due.len());
+        for conversation in &due {
+            if let Some((name, mut state)) =
+                self.take_state(&mut written, &mut cache, conversation)?
+            {
+                if state.indexed_at.is_some() {
+                    catch_up(batch, activity, &name, &mut state);
+                    batch.put_cf(records, conversation_key(&name, STATE), state.encode());
+                }
+                written.push((name, state));
+            }
+        }
+        let mut deferred = Vec::new();
         for (conversation, count, first, last) in touched {
-            // Taken out of the cache: it goes back, changed, only once the write succeeds.
-            let (name, old) = match cache.remove(conversation) {
+            let (name, old) = match self.take_state(&mut written, &mut cache, conversation)? {
                 Some((name, state)) => (name, Some(state)),
-                None => (conversation.to_owned(), self.state(conversation)?),
+                None => (conversation.to_owned(), None),
             };
             let new = old.is_none();
             let mut state = old.unwrap_or_else(|| ConversationState {
@@ -158,15 +241,30 @@ impl RocksStore {
                 // Born with this write: no member yet, so only the server's listing.
                 put_entries(batch, activity, "", conversation, &state);
             } else if previous != state.updated_at {
-                for listing in listings(&state) {
-                    move_entry(
-                        batch,
-                        activity,
-                        listing,
-                        conversation,
-                        previous,
-                        state.updated_at,
-                    );
+                move_entry(
+                    batch,
+                    activity,
+                    "",
+                    conversation,
+                    previous,
+                    state.updated_at,
+                );
+                if state.large || state.members.is_empty() || state.indexed_at.is_some() {
+                    // Nothing per member, or already deferred.
+                } else if state.updated_at - previous < MEMBER_LAG_MS {
+                    defer(batch, activity, conversation, &mut state, previous);
+                    deferred.push(name.clone());
+                } else {
+                    for member in &state.members {
+                        move_entry(
+                            batch,
+                            activity,
+                            member,
+                            conversation,
+                            previous,
+                            state.updated_at,
+                        );
+                    }
                 }
             }
             batch.put_cf(
@@ -176,15 +274,63 @@ impl RocksStore {
             );
             written.push((name, state));
         }
-        Ok(written)
+        Ok(Noted {
+            states: written,
+            caught_up: due.len(),
+            deferred,
+            at: now,
+        })
     }
 
-    /// Keeps the states a write just made durable, for the next write to the same conversations.
-    pub(crate) fn remember(&self, states: Vec<(String, ConversationState)>) {
+    /// A conversation's state for a write to change: the one this write changed already, the
+    /// cached one or the stored one. Taken out of the cache: it goes back, changed, only once
+    /// the write succeeds.
+    fn take_state(
+        &self,
+        written: &mut Vec<(String, ConversationState)>,
+        cache: &mut StateCache,
+        conversation_id: &str,
+    ) -> Result<Option<(String, ConversationState)>, StoreError> {
+        if let Some(at) = written.iter().position(|(name, _)| name == conversation_id) {
+            return Ok(Some(written.swap_remove(at)));
+        }
+        if let Some(found) = cache.remove(conversation_id) {
+            return Ok(Some(found));
+        }
+        Ok(self
+            .state(conversation_id)?
+            .map(|state| (conversation_id.to_owned(), state)))
+    }
+
+    /// The stored queue of deferred conversations, read by the first write after an open: all
+    /// due at once, since when each was deferred is not stored.
+    fn stored_queue(&self) -> Result<VecDeque<(u64, String)>, StoreError> {
+        let snapshot = self.db.snapshot();
+        let prefix = activity_prefix("", ActivityKind::Deferred);
+        let names = self
+            .names_under(&snapshot, CF_ACTIVITY, &prefix)?
+            .ok_or_else(bad_entry)?;
+        Ok(names.into_iter().map(|name| (0, name)).collect())
+    }
+
+    /// Keeps the states a write just made durable, for the next write to the same
+    /// conversations, and brings the queue of deferred conversations up to date.
+    pub(crate) fn remember(&self, noted: Noted) {
         let mut cache = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        for (conversation, state) in states {
+        for (conversation, state) in noted.states {
             cache.insert(conversation, state);
         }
+        let queue = cache.deferred.get_or_insert_default();
+        queue.drain(..noted.caught_up.min(queue.len()));
+        queue.extend(noted.deferred.into_iter().map(|name| (noted.at, name)));
+    }
+
+    /// How many conversations are deferred, as far as the writer knows (`None` before the
+    /// first write after an open): for tests.
+    #[doc(hidden)]
+    pub fn deferred_conversations(&self) -> Option<usize> {
+        let cache = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        cache.deferred.as_ref().map(VecDeque::len)
     }
 
     /// Drops a conversation's cached state: called by every change made outside `note_messages`.
@@ -237,6 +383,7 @@ impl RocksStore {
             } else {
                 new.members.clone()
             },
+            indexed_at: None,
         };
         let mut batch = WriteBatch::default();
         let activity = self.cf(CF_ACTIVITY);
@@ -305,6 +452,12 @@ impl RocksStore {
                 metadata = new.clone().unwrap_or_default();
             }
             let mut batch = WriteBatch::default();
+            catch_up(
+                &mut batch,
+                self.cf(CF_ACTIVITY),
+                conversation_id,
+                &mut state,
+            );
             let updated_at = state.updated_at.max(lock.next_id()?.timestamp_ms());
             if updated_at != state.updated_at {
                 for listing in listings(&state) {
@@ -415,6 +568,8 @@ impl RocksStore {
             return Ok(true);
         }
         let mut batch = WriteBatch::default();
+        // What follows assumes every member's entries stand at `updated_at`.
+        catch_up(&mut batch, activity, conversation_id, &mut state);
         if member {
             batch.put_cf(members, &member_key, []);
             state.member_count += 1;
@@ -512,14 +667,17 @@ impl RocksStore {
                 after.as_deref(),
             )
         });
-        let mut large = match &query.member {
+        let mut timeless = match &query.member {
             Some(member) => {
-                self.large_positions(&snapshot, member, horizon, query.cursor.as_ref())?
+                self.timeless_positions(&snapshot, member, horizon, query.cursor.as_ref())?
             }
             None => Vec::new(),
         }
         .into_iter()
         .peekable();
+        // A deferred conversation's entries in a member's listing trail it: it is placed from
+        // its state, with the large ones, instead.
+        let trails = |state: &ConversationState| !member.is_empty() && state.indexed_at.is_some();
 
         let mut conversations = Vec::new();
         let mut last: Option<Vec<u8>> = None;
@@ -533,28 +691,30 @@ impl RocksStore {
                     next = Some((ActivityKind::Created, head.to_vec()));
                 }
             }
-            if let Some((suffix, _)) = large.peek() {
+            if let Some((suffix, _)) = timeless.peek() {
                 if next.as_ref().is_none_or(|(_, n)| suffix < n) {
                     next = Some((ActivityKind::Large, suffix.clone()));
                 }
             }
             let Some((source, suffix)) = next else { break };
             let (_, conversation) = decode_position(&suffix).ok_or_else(bad_entry)?;
-            // Only a large room's state is read already (to place it); the others' is read here.
+            // Only a timeless entry's state is read already (to place it); the others' is read here.
             let (state, include) = match source {
                 ActivityKind::Updated => {
                     updated.advance();
                     let state = self.listed_state(&snapshot, conversation)?;
-                    let include = state.activity <= horizon;
+                    let include = state.activity <= horizon && !trails(&state);
                     (state, include)
                 }
                 ActivityKind::Created => {
                     created.as_mut().expect("a head came from it").advance();
                     let state = self.listed_state(&snapshot, conversation)?;
-                    let include = state.activity > horizon;
+                    let include = state.activity > horizon && !trails(&state);
                     (state, include)
                 }
-                ActivityKind::Large => (large.next().expect("a head came from it").1, true),
+                ActivityKind::Large | ActivityKind::Deferred => {
+                    (timeless.next().expect("a head came from it").1, true)
+                }
             };
             if include {
                 if conversations.len() == query.limit {
@@ -597,19 +757,23 @@ impl RocksStore {
         })
     }
 
-    /// The member's very large conversations after the cursor, each with its position suffix
-    /// and state, in listing order.
-    fn large_positions(
+    /// The member's very large and deferred conversations after the cursor, each with its
+    /// position suffix and state, in listing order.
+    fn timeless_positions(
         &self,
         snapshot: &Snapshot<'_>,
         member: &str,
         horizon: u64,
         cursor: Option<&ListCursor>,
     ) -> Result<Vec<(Vec<u8>, ConversationState)>, StoreError> {
-        let prefix = activity_prefix(member, ActivityKind::Large);
-        let names = self
-            .names_under(snapshot, CF_ACTIVITY, &prefix)?
-            .ok_or_else(bad_entry)?;
+        let mut names = Vec::new();
+        for kind in [ActivityKind::Large, ActivityKind::Deferred] {
+            let prefix = activity_prefix(member, kind);
+            names.extend(
+                self.names_under(snapshot, CF_ACTIVITY, &prefix)?
+                    .ok_or_else(bad_entry)?,
+            );
+        }
         let mut found = Vec::with_capacity(names.len());
         for conversation in &names {
             let state = self.listed_state(snapshot, conversation)?;
@@ -772,6 +936,51 @@ fn move_entry(
         activity_key(listing, ActivityKind::Updated, to, conversation_id),
         [],
     );
+}
+
+/// Marks a busy conversation deferred (module docs): its members' `u` entries stay at `at`.
+fn defer(
+    batch: &mut WriteBatch,
+    activity: &rocksdb::ColumnFamily,
+    conversation_id: &str,
+    state: &mut ConversationState,
+    at: u64,
+) {
+    let deferred = |listing| activity_key(listing, ActivityKind::Deferred, 0, conversation_id);
+    for member in &state.members {
+        batch.put_cf(activity, deferred(member), []);
+    }
+    batch.put_cf(activity, deferred(""), []);
+    state.indexed_at = Some(at);
+}
+
+/// Moves a deferred conversation's members' `u` entries to its `updated_at` and drops its
+/// deferred entries; nothing for one that is not deferred. A deferred conversation is never
+/// large, so its state names its members.
+fn catch_up(
+    batch: &mut WriteBatch,
+    activity: &rocksdb::ColumnFamily,
+    conversation_id: &str,
+    state: &mut ConversationState,
+) {
+    let Some(from) = state.indexed_at.take() else {
+        return;
+    };
+    let deferred = |listing| activity_key(listing, ActivityKind::Deferred, 0, conversation_id);
+    for member in &state.members {
+        if from != state.updated_at {
+            move_entry(
+                batch,
+                activity,
+                member,
+                conversation_id,
+                from,
+                state.updated_at,
+            );
+        }
+        batch.delete_cf(activity, deferred(member));
+    }
+    batch.delete_cf(activity, deferred(""));
 }
 
 /// Puts a conversation's `u` and `c` entries in one listing.

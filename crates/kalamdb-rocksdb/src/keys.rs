@@ -16,7 +16,9 @@
 //! most [`crate::INDEXED_MEMBERS`] members. Kind `u` is keyed by `updated_at`, kind `c` by
 //! `created_at` (what a cursor falls back on for a conversation that moved while it paged), both
 //! newest first; kind `L` lists, without a time, a member's conversations too large to index per
-//! member, which a listing reads and sorts at read time.
+//! member, which a listing reads and sorts at read time; kind `p` lists, also without a time, a
+//! member's busy conversations whose `u` entries trail (`crate::conversations`), and under the
+//! empty member every such conversation, the queue of those to catch up.
 //!
 //! A conversation id never contains a control character (they are refused at validation), so
 //! the `0x02` ends it unambiguously: all of one conversation's keys are contiguous and lie in the
@@ -72,12 +74,16 @@ pub const COLUMN_FAMILIES: [&str; 7] = [
 /// The version byte that starts every value this build writes.
 pub const VALUE_VERSION: u8 = 1;
 /// The on-disk format this build reads and writes, recorded in `meta`.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The older formats this build upgrades on open: `messages` keys in ascending id order (1),
-/// newest first without a bucket (2), and without conversation records (3).
-pub const OLD_FORMAT_VERSIONS: [u32; 3] = [1, 2, 3];
+/// newest first without a bucket (2), without conversation records (3), and without members'
+/// deferred entries (4, which a format-4 build could not read: it takes a state's
+/// [`ConversationState::indexed_at`] for member names).
+pub const OLD_FORMAT_VERSIONS: [u32; 4] = [1, 2, 3, 4];
 /// The last format whose `messages` keys differ from this build's.
 pub const LAST_OLD_KEY_FORMAT: u32 = 2;
+/// The last format without conversation records, which an upgrade builds from the messages.
+pub const LAST_FORMAT_WITHOUT_RECORDS: u32 = 3;
 /// `meta` key of the format version (u32 big-endian).
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
 /// `meta` key of the node id that last opened the store (u16 big-endian).
@@ -336,6 +342,18 @@ pub enum ActivityKind {
     Created = b'c' as isize,
     /// A member's conversation too large to index per member: no time.
     Large = b'L' as isize,
+    /// A busy conversation whose `u` entries in this member's listing trail its `updated_at`
+    /// ([`ConversationState::indexed_at`]): no time; a listing places it from its state. Under
+    /// the server's listing (the empty member), the queue of such conversations to catch up.
+    Deferred = b'p' as isize,
+}
+
+impl ActivityKind {
+    /// Whether its entries carry no time: a listing reads their conversations' states to place
+    /// them.
+    pub fn timeless(self) -> bool {
+        matches!(self, Self::Large | Self::Deferred)
+    }
 }
 
 /// `bucket(member) ‖ member ‖ 0x02 ‖ kind`: what every entry of one listing starts with
@@ -359,10 +377,11 @@ pub fn past_prefix(prefix: &[u8]) -> Vec<u8> {
     upper
 }
 
-/// A listing entry: `prefix ‖ NOT at ‖ conversation_id` (`at` omitted for [`ActivityKind::Large`]).
+/// A listing entry: `prefix ‖ NOT at ‖ conversation_id` (`at` omitted for
+/// [`ActivityKind::timeless`] kinds).
 pub fn activity_key(member: &str, kind: ActivityKind, at: u64, conversation_id: &str) -> Vec<u8> {
     let mut key = activity_prefix(member, kind);
-    if kind != ActivityKind::Large {
+    if !kind.timeless() {
         key.extend_from_slice(&position_suffix(at, conversation_id));
     } else {
         key.extend_from_slice(conversation_id.as_bytes());
@@ -425,9 +444,15 @@ pub struct ConversationState {
     pub large: bool,
     /// Its members, when not `large` (the listings to keep current on each write).
     pub members: Vec<String>,
+    /// Where its members' `u` entries stand while they trail `updated_at` (a busy
+    /// conversation's; `crate::conversations`): `None` when they stand at `updated_at`. Only
+    /// members' listings trail, never the server's.
+    pub indexed_at: Option<u64>,
 }
 
 const LARGE_FLAG: u8 = 1;
+/// Set when `indexed_at` follows the header (u64 big-endian).
+const DEFERRED_FLAG: u8 = 2;
 /// The fixed part of a state: five u64 figures, the member count and the flags.
 const STATE_HEADER: usize = 5 * 8 + 4 + 1;
 
@@ -435,7 +460,7 @@ impl ConversationState {
     /// The stored bytes.
     pub fn encode(&self) -> Vec<u8> {
         let members: usize = self.members.iter().map(|m| m.len() + 1).sum();
-        let mut out = Vec::with_capacity(1 + STATE_HEADER + members);
+        let mut out = Vec::with_capacity(1 + STATE_HEADER + 8 + members);
         out.push(VALUE_VERSION);
         for figure in [
             self.created_at,
@@ -447,7 +472,14 @@ impl ConversationState {
             out.extend_from_slice(&figure.to_be_bytes());
         }
         out.extend_from_slice(&self.member_count.to_be_bytes());
-        out.push(if self.large { LARGE_FLAG } else { 0 });
+        let mut flags = if self.large { LARGE_FLAG } else { 0 };
+        if self.indexed_at.is_some() {
+            flags |= DEFERRED_FLAG;
+        }
+        out.push(flags);
+        if let Some(at) = self.indexed_at {
+            out.extend_from_slice(&at.to_be_bytes());
+        }
         if !self.large {
             for member in &self.members {
                 // Validated names are 1-255 bytes.
@@ -465,8 +497,13 @@ impl ConversationState {
         let figure = |i: usize| u64::from_be_bytes(figures[i * 8..i * 8 + 8].try_into().unwrap());
         let member_count = u32::from_be_bytes(figures[40..44].try_into().ok()?);
         let large = figures[44] & LARGE_FLAG != 0;
+        let (indexed_at, mut rest) = if figures[44] & DEFERRED_FLAG != 0 {
+            let (at, rest) = rest.split_first_chunk::<8>()?;
+            (Some(u64::from_be_bytes(*at)), rest)
+        } else {
+            (None, rest)
+        };
         let mut members = Vec::new();
-        let mut rest = rest;
         while let Some((&len, tail)) = rest.split_first() {
             let (name, tail) = tail.split_at_checked(usize::from(len))?;
             members.push(std::str::from_utf8(name).ok()?.to_owned());
@@ -483,6 +520,7 @@ impl ConversationState {
             member_count,
             large,
             members,
+            indexed_at,
         })
     }
 }
@@ -551,10 +589,19 @@ mod tests {
             member_count: 2,
             large: false,
             members: vec!["alice".into(), "é".repeat(127)],
+            indexed_at: None,
         };
         assert_eq!(
             ConversationState::decode(&state.encode()),
             Some(state.clone())
+        );
+        let deferred = ConversationState {
+            indexed_at: Some(u64::MAX - 1),
+            ..state.clone()
+        };
+        assert_eq!(
+            ConversationState::decode(&deferred.encode()),
+            Some(deferred)
         );
         let large = ConversationState {
             large: true,

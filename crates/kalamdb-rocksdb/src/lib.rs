@@ -62,7 +62,7 @@ use std::sync::Mutex;
 use kalamdb_core::{IdGenerator, MessageId, StoreError};
 use rocksdb::{ColumnFamily, WriteOptions, DB};
 
-pub use crate::conversations::INDEXED_MEMBERS;
+pub use crate::conversations::{CATCH_UP_PER_WRITE, INDEXED_MEMBERS, MAX_DEFERRED, MEMBER_LAG_MS};
 use crate::keys::CF_IDEMPOTENCY;
 use crate::open::highest_id;
 pub use crate::open::OpenError;

@@ -33,7 +33,7 @@ pub enum OpenError {
         reason: String,
     },
     /// The directory was written by a newer, incompatible build.
-    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} and upgrades versions 1 to 3")]
+    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} and upgrades versions 1 to 4")]
     Format {
         /// The directory.
         path: PathBuf,
@@ -94,7 +94,12 @@ impl RocksStore {
             } else {
                 0
             };
-            let conversations = build_conversations(&db).map_err(failed)?;
+            // Format 4 differs only in what it cannot read: a state with deferred entries.
+            let conversations = if old <= keys::LAST_FORMAT_WITHOUT_RECORDS {
+                build_conversations(&db).map_err(failed)?
+            } else {
+                0
+            };
             tracing::info!(
                 path = %path.display(),
                 rewritten_keys = rewritten,

@@ -9,7 +9,7 @@ use kalamdb_core::{
     Store, StoreError,
 };
 use kalamdb_rocksdb::keys::{self, CF_META, META_FORMAT_VERSION};
-use kalamdb_rocksdb::{RocksStore, StoreOptions, INDEXED_MEMBERS};
+use kalamdb_rocksdb::{RocksStore, StoreOptions, INDEXED_MEMBERS, MEMBER_LAG_MS};
 use serde_json::json;
 
 fn message(conversation_id: &str, content: &str) -> NewMessage {
@@ -220,6 +220,109 @@ fn a_very_large_conversation_is_listed_for_its_members_without_indexing_each() {
     assert!(!store.set_member("nope", "u1", true).unwrap());
 }
 
+/// Each listing the three rooms below are in must run by activity, page after page.
+fn assert_listings_exact(store: &RocksStore, when: &str) {
+    let rooms: Vec<Conversation> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|id| store.conversation(id).unwrap().unwrap())
+        .collect();
+    let with = |member: &str| -> Vec<Conversation> {
+        rooms
+            .iter()
+            .filter(|c| {
+                store
+                    .members(&c.conversation_id)
+                    .unwrap()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m == member)
+            })
+            .cloned()
+            .collect()
+    };
+    for (member, limit) in [("alice", 1), ("alice", 3), ("bob", 1), ("carol", 2)] {
+        assert_eq!(
+            list_all(store, Some(member), limit),
+            by_activity(&with(member)),
+            "{member}, pages of {limit}, {when}"
+        );
+    }
+}
+
+/// A busy conversation's members' entries are moved about once a [`MEMBER_LAG_MS`], not on
+/// every message; its members' listings must not show it.
+#[test]
+fn members_see_busy_conversations_in_order_while_their_entries_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    for (id, members) in [
+        ("r1", vec!["alice", "bob"]),
+        ("r2", vec!["alice"]),
+        ("r3", vec!["alice", "bob"]),
+    ] {
+        let new = NewConversation {
+            conversation_id: Some(id.into()),
+            members: members.into_iter().map(String::from).collect(),
+            ..NewConversation::default()
+        };
+        store.create_conversation(&new).unwrap();
+    }
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(2));
+    for round in 0..24 {
+        pause();
+        let room = ["r1", "r2", "r3"][round * 7 % 3];
+        store.insert(vec![message(room, "x")]).unwrap();
+        assert_listings_exact(&store, &format!("after write {round}"));
+    }
+    assert_eq!(
+        store.deferred_conversations(),
+        Some(3),
+        "busy rooms defer their members' entries"
+    );
+
+    // Quiet for the lag, the next write catches them up; nothing a listing shows changes.
+    std::thread::sleep(std::time::Duration::from_millis(MEMBER_LAG_MS + 20));
+    store.insert(vec![message("elsewhere", "x")]).unwrap();
+    assert_eq!(store.deferred_conversations(), Some(0));
+    assert_listings_exact(&store, "caught up");
+    // A quiet room's first write moves its members' entries at once.
+    store.insert(vec![message("r2", "x")]).unwrap();
+    assert_eq!(store.deferred_conversations(), Some(0));
+    assert_listings_exact(&store, "a quiet room written");
+
+    // Deferred at a close, it is listed right after the open, and caught up by the first write.
+    for _ in 0..2 {
+        pause();
+        store.insert(vec![message("r1", "x")]).unwrap();
+    }
+    assert_eq!(store.deferred_conversations(), Some(1));
+    drop(store);
+    store = open(dir.path());
+    assert_listings_exact(&store, "reopened");
+    store.insert(vec![message("elsewhere", "x")]).unwrap();
+    assert_eq!(store.deferred_conversations(), Some(0));
+    assert_listings_exact(&store, "caught up after the open");
+
+    // Changing a deferred room's members or details catches it up first.
+    for room in ["r3", "r2", "r3", "r2"] {
+        pause();
+        store.insert(vec![message(room, "x")]).unwrap();
+    }
+    assert_eq!(store.deferred_conversations(), Some(2));
+    store.set_member("r3", "carol", true).unwrap();
+    store.set_member("r3", "bob", false).unwrap();
+    assert_listings_exact(&store, "members changed");
+    pause();
+    let patch: ConversationPatch = serde_json::from_value(json!({"title": "Trip"})).unwrap();
+    store.update_conversation("r2", &patch).unwrap().unwrap();
+    assert_listings_exact(&store, "patched");
+    // Their stale queue entries are caught up as no-ops.
+    std::thread::sleep(std::time::Duration::from_millis(MEMBER_LAG_MS + 20));
+    store.insert(vec![message("elsewhere", "x")]).unwrap();
+    assert_eq!(store.deferred_conversations(), Some(0));
+    assert_listings_exact(&store, "at the end");
+}
+
 /// The cursor's promise with writers running: every conversation that existed before the first
 /// page is listed at least once, and the listing ends.
 #[test]
@@ -282,6 +385,58 @@ fn downgrade_to_format_3(path: &std::path::Path) {
     let meta = db.cf_handle(CF_META).unwrap();
     db.put_cf(meta, META_FORMAT_VERSION, 3u32.to_be_bytes())
         .unwrap();
+}
+
+/// Format 4 differs only in what its builds cannot read (a deferred state): it opens as it is,
+/// records, members and titles kept, and is then marked format 5, which a format-4 build refuses.
+#[test]
+fn a_format_4_store_opens_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let before = {
+        let store = open(dir.path());
+        let new = NewConversation {
+            conversation_id: Some("trip".into()),
+            title: Some("Trip".into()),
+            members: vec!["alice".into()],
+            ..NewConversation::default()
+        };
+        store.create_conversation(&new).unwrap();
+        store
+            .insert(vec![message("trip", "x"), message("solo", "y")])
+            .unwrap();
+        (
+            store.conversation("trip").unwrap().unwrap(),
+            list_all(&store, None, 5),
+        )
+    };
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, keys::COLUMN_FAMILIES)
+            .unwrap();
+        let meta = db.cf_handle(CF_META).unwrap();
+        db.put_cf(meta, META_FORMAT_VERSION, 4u32.to_be_bytes())
+            .unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.conversation("trip").unwrap().unwrap(), before.0);
+    assert_eq!(list_all(&store, None, 5), before.1);
+    assert_eq!(list_all(&store, Some("alice"), 5), ["trip"]);
+    drop(store);
+    let db = rocksdb::DB::open_cf_for_read_only(
+        &rocksdb::Options::default(),
+        &path,
+        keys::COLUMN_FAMILIES,
+        false,
+    )
+    .unwrap();
+    let version = db
+        .get_cf(db.cf_handle(CF_META).unwrap(), META_FORMAT_VERSION)
+        .unwrap();
+    assert_eq!(
+        version.as_deref(),
+        Some(&keys::FORMAT_VERSION.to_be_bytes()[..])
+    );
+    assert_eq!(keys::FORMAT_VERSION, 5);
 }
 
 #[test]
