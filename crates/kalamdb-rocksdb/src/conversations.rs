@@ -8,28 +8,30 @@
 //! # What a message costs
 //!
 //! A write reads each of its conversations' state once (one point read per conversation per
-//! write group, not per message; a cache spares most), rewrites it, and moves the
-//! conversation's `u` entry in the server's listing: a delete and a put, only when `updated_at`
-//! changed, which it does at most once a millisecond.
+//! write group, not per message; a cache spares most) and rewrites it. A conversation's listing
+//! entries (its `u` entry in the server's listing, and in each member's when it has at most
+//! [`INDEXED_MEMBERS`]) are keyed by `updated_at`, so they must move when it changes, which it
+//! does at most once a millisecond: a delete and a put per listing.
 //!
-//! # Members of a busy conversation
+//! # Busy conversations
 //!
-//! A conversation with members (at most [`INDEXED_MEMBERS`]) also has a `u` entry in each
-//! member's listing. Moving them all on every message cost a conversation of three members
-//! about 50% more instructions an insert. So they move on a write only when the conversation
-//! was quiet for [`MEMBER_LAG_MS`]; a write into a busy one instead marks it deferred once: a
-//! timeless `p` entry per member (and one in the server's queue), and the state's
-//! [`ConversationState::indexed_at`] says where the members' `u` entries were left. Further
-//! writes touch no member entry. A member's listing skips a deferred conversation's `u` and `c`
-//! entries and places it from its state instead, as it does a very large one (below), so
-//! listings are exact at all times, under one snapshot, and after any crash: nothing is kept
-//! only in memory but the queue, which the first write after an open reads back.
+//! Moving those entries on every message cost an insert 21% more instructions without members
+//! and 54% with three. So they move on a write only when the conversation's previous message is
+//! [`LISTING_LAG_MS`] old or more (or it has none). A write into a busy one instead marks it
+//! deferred, once: a timeless `p` entry in each of its listings, and the state's
+//! [`ConversationState::indexed_at`] saying where its `u` entries were left. Further writes touch
+//! no listing entry, only the state. A listing skips a deferred conversation's `u` and `c`
+//! entries and places it from its state instead, as a member's listing does a very large
+//! conversation (below), so listings are exact at all times, under one snapshot, and after any
+//! crash: nothing is kept only in memory but the queue of deferred conversations, which the
+//! server's `p` entries hold too and the first write after an open reads back.
 //!
-//! A write catches up the conversations deferred [`MEMBER_LAG_MS`] ago or more (at most
-//! [`CATCH_UP_PER_WRITE`], more when over [`MAX_DEFERRED`]): their members' `u` entries move to
-//! `updated_at` and the `p` entries go, in the write's own batch. A busy conversation thus moves
-//! its members' entries about once a second, not on every message, and a member's page reads
-//! one more state per conversation of theirs that is deferred (`docs/BENCHMARKS.md`).
+//! A write catches up the conversations deferred [`LISTING_LAG_MS`] ago or more (at most
+//! [`CATCH_UP_PER_WRITE`]): their `u` entries move to `updated_at` and the `p` entries go, in the
+//! write's own batch. A busy conversation thus moves its entries about once a second, not on
+//! every message. A page reads one more state per deferred conversation it lists: the server's
+//! listing every one, at most [`MAX_DEFERRED`] (past that, writes move entries at once), a
+//! member's only theirs (`docs/BENCHMARKS.md`).
 //!
 //! # Very large conversations
 //!
@@ -63,19 +65,19 @@ use crate::RocksStore;
 /// beyond it they are merged at read time (module docs). Measured in `docs/BENCHMARKS.md`.
 pub const INDEXED_MEMBERS: u32 = 8;
 
-/// How long a conversation must have been quiet for a write to move its members' entries at
-/// once rather than defer them, and how long a deferred conversation waits to be caught up
-/// (module docs).
-pub const MEMBER_LAG_MS: u64 = 1_000;
+/// How long a conversation's previous message must be past for a write to move its listing
+/// entries at once rather than defer them, and how long a deferred conversation waits to be
+/// caught up (module docs).
+pub const LISTING_LAG_MS: u64 = 1_000;
 
-/// How many deferred conversations a write catches up, besides any beyond [`MAX_DEFERRED`]:
-/// enough for the conversations deferred in a second to be caught up by a few writes, few
-/// enough to add little to any one write.
+/// How many deferred conversations a write catches up: enough for the conversations deferred in
+/// a second to be caught up by a few writes, few enough to add little to any one write.
 pub const CATCH_UP_PER_WRITE: usize = 16;
 
-/// How many conversations may be deferred at once; a write catches up those beyond it whatever
-/// their age, which bounds what a member's page may read in their place.
-pub const MAX_DEFERRED: usize = 4096;
+/// How many conversations may be deferred at once; past it, writes move entries at once. It
+/// bounds what a page of the server's listing reads in their place: about 4,600 instructions
+/// each (`docs/BENCHMARKS.md`), some 5 million for a page with all of them.
+pub const MAX_DEFERRED: usize = 1024;
 
 /// The entries a page may pass over without returning them before it stops short, so that a
 /// page's cost stays bounded; its cursor then goes on from the last entry it looked at.
@@ -162,20 +164,22 @@ impl StateCache {
     }
 
     /// The deferred conversations a write at `now` (ms) catches up: the queue's first entries,
-    /// as many as are [`MEMBER_LAG_MS`] old, and any beyond [`MAX_DEFERRED`].
+    /// as many as are [`LISTING_LAG_MS`] old, up to [`CATCH_UP_PER_WRITE`].
     fn due(&self, now: u64) -> Vec<String> {
         let Some(queue) = &self.deferred else {
             return Vec::new();
         };
-        let over = queue.len().saturating_sub(MAX_DEFERRED);
         queue
             .iter()
-            .enumerate()
-            .take_while(|(i, (since, _))| {
-                *i < over || (*i < CATCH_UP_PER_WRITE && since + MEMBER_LAG_MS <= now)
-            })
-            .map(|(_, (_, name))| name.clone())
+            .take(CATCH_UP_PER_WRITE)
+            .take_while(|(since, _)| since + LISTING_LAG_MS <= now)
+            .map(|(_, name)| name.clone())
             .collect()
+    }
+
+    /// How many conversations are deferred.
+    fn deferred_len(&self) -> usize {
+        self.deferred.as_ref().map_or(0, VecDeque::len)
     }
 }
 
@@ -222,6 +226,8 @@ impl RocksStore {
             }
         }
         let mut deferred = Vec::new();
+        // The queue's length once this write is in.
+        let mut queued = cache.deferred_len() - due.len();
         for (conversation, count, first, last) in touched {
             let (name, old) = match self.take_state(&mut written, &mut cache, conversation)? {
                 Some((name, state)) => (name, Some(state)),
@@ -233,6 +239,11 @@ impl RocksStore {
                 ..ConversationState::default()
             });
             let previous = state.updated_at;
+            // Busy: its previous message is less than the lag old. A conversation's first
+            // message (often right after its creation) is not a sign of more to come.
+            let busy = state.last_id.is_some_and(|id| {
+                first.timestamp_ms().saturating_sub(id.timestamp_ms()) < LISTING_LAG_MS
+            });
             state.message_count += count;
             state.last_id = Some(last);
             state.activity = last.as_u64();
@@ -240,31 +251,22 @@ impl RocksStore {
             if new {
                 // Born with this write: no member yet, so only the server's listing.
                 put_entries(batch, activity, "", conversation, &state);
-            } else if previous != state.updated_at {
-                move_entry(
-                    batch,
-                    activity,
-                    "",
-                    conversation,
-                    previous,
-                    state.updated_at,
-                );
-                if state.large || state.members.is_empty() || state.indexed_at.is_some() {
-                    // Nothing per member, or already deferred.
-                } else if state.updated_at - previous < MEMBER_LAG_MS {
-                    defer(batch, activity, conversation, &mut state, previous);
-                    deferred.push(name.clone());
-                } else {
-                    for member in &state.members {
-                        move_entry(
-                            batch,
-                            activity,
-                            member,
-                            conversation,
-                            previous,
-                            state.updated_at,
-                        );
-                    }
+            } else if previous == state.updated_at || state.indexed_at.is_some() {
+                // Not moved, or deferred already.
+            } else if busy && queued < MAX_DEFERRED {
+                defer(batch, activity, conversation, &mut state, previous);
+                deferred.push(name.clone());
+                queued += 1;
+            } else {
+                for listing in listings(&state) {
+                    move_entry(
+                        batch,
+                        activity,
+                        listing,
+                        conversation,
+                        previous,
+                        state.updated_at,
+                    );
                 }
             }
             batch.put_cf(
@@ -667,17 +669,13 @@ impl RocksStore {
                 after.as_deref(),
             )
         });
-        let mut timeless = match &query.member {
-            Some(member) => {
-                self.timeless_positions(&snapshot, member, horizon, query.cursor.as_ref())?
-            }
-            None => Vec::new(),
-        }
-        .into_iter()
-        .peekable();
-        // A deferred conversation's entries in a member's listing trail it: it is placed from
-        // its state, with the large ones, instead.
-        let trails = |state: &ConversationState| !member.is_empty() && state.indexed_at.is_some();
+        let mut timeless = self
+            .timeless_positions(&snapshot, member, horizon, query.cursor.as_ref())?
+            .into_iter()
+            .peekable();
+        // A deferred conversation's `u` and `c` entries trail it: it is placed from its state,
+        // with the timeless entries, instead.
+        let trails = |state: &ConversationState| state.indexed_at.is_some();
 
         let mut conversations = Vec::new();
         let mut last: Option<Vec<u8>> = None;
@@ -757,8 +755,8 @@ impl RocksStore {
         })
     }
 
-    /// The member's very large and deferred conversations after the cursor, each with its
-    /// position suffix and state, in listing order.
+    /// The listing's very large (a member's only) and deferred conversations after the cursor,
+    /// each with its position suffix and state, in listing order.
     fn timeless_positions(
         &self,
         snapshot: &Snapshot<'_>,
@@ -938,7 +936,7 @@ fn move_entry(
     );
 }
 
-/// Marks a busy conversation deferred (module docs): its members' `u` entries stay at `at`.
+/// Marks a busy conversation deferred (module docs): its `u` entries stay at `at`.
 fn defer(
     batch: &mut WriteBatch,
     activity: &rocksdb::ColumnFamily,
@@ -946,17 +944,19 @@ fn defer(
     state: &mut ConversationState,
     at: u64,
 ) {
-    let deferred = |listing| activity_key(listing, ActivityKind::Deferred, 0, conversation_id);
-    for member in &state.members {
-        batch.put_cf(activity, deferred(member), []);
+    for listing in listings(state) {
+        batch.put_cf(
+            activity,
+            activity_key(listing, ActivityKind::Deferred, 0, conversation_id),
+            [],
+        );
     }
-    batch.put_cf(activity, deferred(""), []);
     state.indexed_at = Some(at);
 }
 
-/// Moves a deferred conversation's members' `u` entries to its `updated_at` and drops its
-/// deferred entries; nothing for one that is not deferred. A deferred conversation is never
-/// large, so its state names its members.
+/// Moves a deferred conversation's `u` entries to its `updated_at` and drops its `p` entries;
+/// nothing for one that is not deferred. Every change to a conversation's members catches it up
+/// first, so the listings it was deferred in are the ones its state names now.
 fn catch_up(
     batch: &mut WriteBatch,
     activity: &rocksdb::ColumnFamily,
@@ -966,21 +966,22 @@ fn catch_up(
     let Some(from) = state.indexed_at.take() else {
         return;
     };
-    let deferred = |listing| activity_key(listing, ActivityKind::Deferred, 0, conversation_id);
-    for member in &state.members {
+    for listing in listings(state) {
         if from != state.updated_at {
             move_entry(
                 batch,
                 activity,
-                member,
+                listing,
                 conversation_id,
                 from,
                 state.updated_at,
             );
         }
-        batch.delete_cf(activity, deferred(member));
+        batch.delete_cf(
+            activity,
+            activity_key(listing, ActivityKind::Deferred, 0, conversation_id),
+        );
     }
-    batch.delete_cf(activity, deferred(""));
 }
 
 /// Puts a conversation's `u` and `c` entries in one listing.

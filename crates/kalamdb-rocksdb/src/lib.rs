@@ -47,7 +47,8 @@
 //!
 //! Opening a store of format version 1 or 2 rewrites its message keys into the current layout
 //! before anything else reads it; one of version 3 or older gets its conversation records and
-//! listings built from its messages (`docs/RELIABILITY.md`).
+//! listings built from its messages (`docs/RELIABILITY.md`). Version 4 is read as it is: version
+//! 5 only marks stores that may hold deferred members' entries, which a version-4 build misreads.
 
 mod conversations;
 pub mod keys;
@@ -62,7 +63,7 @@ use std::sync::Mutex;
 use kalamdb_core::{IdGenerator, MessageId, StoreError};
 use rocksdb::{ColumnFamily, WriteOptions, DB};
 
-pub use crate::conversations::{CATCH_UP_PER_WRITE, INDEXED_MEMBERS, MAX_DEFERRED, MEMBER_LAG_MS};
+pub use crate::conversations::{CATCH_UP_PER_WRITE, INDEXED_MEMBERS, LISTING_LAG_MS, MAX_DEFERRED};
 use crate::keys::CF_IDEMPOTENCY;
 use crate::open::highest_id;
 pub use crate::open::OpenError;

@@ -9,7 +9,7 @@ use kalamdb_core::{
     Store, StoreError,
 };
 use kalamdb_rocksdb::keys::{self, CF_META, META_FORMAT_VERSION};
-use kalamdb_rocksdb::{RocksStore, StoreOptions, INDEXED_MEMBERS, MEMBER_LAG_MS};
+use kalamdb_rocksdb::{RocksStore, StoreOptions, INDEXED_MEMBERS, LISTING_LAG_MS, MAX_DEFERRED};
 use serde_json::json;
 
 fn message(conversation_id: &str, content: &str) -> NewMessage {
@@ -220,12 +220,20 @@ fn a_very_large_conversation_is_listed_for_its_members_without_indexing_each() {
     assert!(!store.set_member("nope", "u1", true).unwrap());
 }
 
-/// Each listing the three rooms below are in must run by activity, page after page.
+/// Each listing the conversations below are in, the server's too, must run by activity, page
+/// after page.
 fn assert_listings_exact(store: &RocksStore, when: &str) {
-    let rooms: Vec<Conversation> = ["r1", "r2", "r3"]
+    let rooms: Vec<Conversation> = ["r1", "r2", "r3", "t1", "t2", "t3"]
         .iter()
-        .map(|id| store.conversation(id).unwrap().unwrap())
+        .filter_map(|id| store.conversation(id).unwrap())
         .collect();
+    for limit in [1, 3] {
+        assert_eq!(
+            list_all(store, None, limit),
+            by_activity(&rooms),
+            "the server's, pages of {limit}, {when}"
+        );
+    }
     let with = |member: &str| -> Vec<Conversation> {
         rooms
             .iter()
@@ -249,10 +257,10 @@ fn assert_listings_exact(store: &RocksStore, when: &str) {
     }
 }
 
-/// A busy conversation's members' entries are moved about once a [`MEMBER_LAG_MS`], not on
-/// every message; its members' listings must not show it.
+/// A busy conversation's listing entries are moved about once a [`LISTING_LAG_MS`], not on
+/// every message; no listing may show it.
 #[test]
-fn members_see_busy_conversations_in_order_while_their_entries_trail() {
+fn busy_conversations_are_listed_in_order_while_their_entries_trail() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path());
     for (id, members) in [
@@ -277,12 +285,13 @@ fn members_see_busy_conversations_in_order_while_their_entries_trail() {
     assert_eq!(
         store.deferred_conversations(),
         Some(3),
-        "busy rooms defer their members' entries"
+        "busy rooms defer their listing entries"
     );
 
     // Quiet for the lag, the next write catches them up; nothing a listing shows changes.
-    std::thread::sleep(std::time::Duration::from_millis(MEMBER_LAG_MS + 20));
-    store.insert(vec![message("elsewhere", "x")]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(LISTING_LAG_MS + 20));
+    // Each to a conversation of its own, which is then not busy.
+    store.insert(vec![message("t1", "x")]).unwrap();
     assert_eq!(store.deferred_conversations(), Some(0));
     assert_listings_exact(&store, "caught up");
     // A quiet room's first write moves its members' entries at once.
@@ -299,7 +308,7 @@ fn members_see_busy_conversations_in_order_while_their_entries_trail() {
     drop(store);
     store = open(dir.path());
     assert_listings_exact(&store, "reopened");
-    store.insert(vec![message("elsewhere", "x")]).unwrap();
+    store.insert(vec![message("t2", "x")]).unwrap();
     assert_eq!(store.deferred_conversations(), Some(0));
     assert_listings_exact(&store, "caught up after the open");
 
@@ -317,10 +326,29 @@ fn members_see_busy_conversations_in_order_while_their_entries_trail() {
     store.update_conversation("r2", &patch).unwrap().unwrap();
     assert_listings_exact(&store, "patched");
     // Their stale queue entries are caught up as no-ops.
-    std::thread::sleep(std::time::Duration::from_millis(MEMBER_LAG_MS + 20));
-    store.insert(vec![message("elsewhere", "x")]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(LISTING_LAG_MS + 20));
+    store.insert(vec![message("t3", "x")]).unwrap();
     assert_eq!(store.deferred_conversations(), Some(0));
     assert_listings_exact(&store, "at the end");
+}
+
+/// Past [`MAX_DEFERRED`] busy conversations, writes move their entries at once, which bounds
+/// what a page of the server's listing reads in their place.
+#[test]
+fn deferred_conversations_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ids: Vec<String> = (0..MAX_DEFERRED + 50).map(|i| format!("c{i:05}")).collect();
+    let batch = || ids.iter().map(|id| message(id, "x")).collect::<Vec<_>>();
+    store.insert(batch()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    store.insert(batch()).unwrap();
+    assert_eq!(store.deferred_conversations(), Some(MAX_DEFERRED));
+    let all: Vec<Conversation> = ids
+        .iter()
+        .map(|id| store.conversation(id).unwrap().unwrap())
+        .collect();
+    assert_eq!(list_all(&store, None, 100), by_activity(&all));
 }
 
 /// The cursor's promise with writers running: every conversation that existed before the first
