@@ -20,7 +20,11 @@
 //! [`LISTING_LAG_MS`] old or more (or it has none). A write into a busy one instead marks it
 //! deferred, once: a timeless `p` entry in each of its listings, and the state's
 //! [`ConversationState::indexed_at`] saying where its `u` entries were left. Further writes touch
-//! no listing entry, only the state. A listing skips a deferred conversation's `u` and `c`
+//! no listing entry, and rewrite the state only every [`UNSAVED_MESSAGES`] messages: until then
+//! a read of it counts the messages past its `last_id` (newest first, so they are the first keys
+//! of the conversation, a short forward scan) and takes the newest for `last_message` and
+//! `updated_at`. A write into a busy conversation thus costs about what a message cost before
+//! conversations had records. A listing skips a deferred conversation's `u` and `c`
 //! entries and places it from its state instead, as a member's listing does a very large
 //! conversation (below), so listings are exact at all times, under one snapshot, and after any
 //! crash: nothing is kept only in memory but the queue of deferred conversations, which the
@@ -73,6 +77,10 @@ pub const LISTING_LAG_MS: u64 = 1_000;
 /// How many deferred conversations a write catches up: enough for the conversations deferred in
 /// a second to be caught up by a few writes, few enough to add little to any one write.
 pub const CATCH_UP_PER_WRITE: usize = 16;
+
+/// How many messages a deferred conversation's stored state may trail its messages by: what a
+/// read of it may have to count (module docs).
+pub const UNSAVED_MESSAGES: u64 = 64;
 
 /// How many conversations may be deferred at once; past it, writes move entries at once. It
 /// bounds what a page of the server's listing reads in their place: about 4,600 instructions
@@ -220,6 +228,7 @@ impl RocksStore {
             {
                 if state.indexed_at.is_some() {
                     catch_up(batch, activity, &name, &mut state);
+                    state.unsaved = 0;
                     batch.put_cf(records, conversation_key(&name, STATE), state.encode());
                 }
                 written.push((name, state));
@@ -251,8 +260,15 @@ impl RocksStore {
             if new {
                 // Born with this write: no member yet, so only the server's listing.
                 put_entries(batch, activity, "", conversation, &state);
-            } else if previous == state.updated_at || state.indexed_at.is_some() {
-                // Not moved, or deferred already.
+            } else if state.indexed_at.is_some() {
+                // Deferred already: the stored state may trail by a few messages.
+                if state.unsaved + count <= UNSAVED_MESSAGES {
+                    state.unsaved += count;
+                    written.push((name, state));
+                    continue;
+                }
+            } else if previous == state.updated_at {
+                // Not moved.
             } else if busy && queued < MAX_DEFERRED {
                 defer(batch, activity, conversation, &mut state, previous);
                 deferred.push(name.clone());
@@ -269,6 +285,7 @@ impl RocksStore {
                     );
                 }
             }
+            state.unsaved = 0;
             batch.put_cf(
                 records,
                 conversation_key(conversation, STATE),
@@ -386,6 +403,7 @@ impl RocksStore {
                 new.members.clone()
             },
             indexed_at: None,
+            unsaved: 0,
         };
         let mut batch = WriteBatch::default();
         let activity = self.cf(CF_ACTIVITY);
@@ -810,12 +828,11 @@ impl RocksStore {
 
     /// A conversation's state as of now (callers hold the writer lock).
     fn state(&self, conversation_id: &str) -> Result<Option<ConversationState>, StoreError> {
-        let key = conversation_key(conversation_id, STATE);
-        let stored = self.db.get_pinned_cf(self.cf(CF_CONVERSATIONS), key);
-        decode_state(conversation_id, stored.map_err(store_error)?)
+        self.state_in(&self.db.snapshot(), conversation_id)
     }
 
-    /// A conversation's state as of `snapshot`.
+    /// A conversation's state as of `snapshot`, with the messages a deferred one's stored
+    /// state does not count yet.
     fn state_in(
         &self,
         snapshot: &Snapshot<'_>,
@@ -824,7 +841,51 @@ impl RocksStore {
         let key = conversation_key(conversation_id, STATE);
         let stored =
             snapshot.get_pinned_cf_opt(self.cf(CF_CONVERSATIONS), key, ReadOptions::default());
-        decode_state(conversation_id, stored.map_err(store_error)?)
+        let Some(mut state) = decode_state(conversation_id, stored.map_err(store_error)?)? else {
+            return Ok(None);
+        };
+        if state.indexed_at.is_some() {
+            self.count_unsaved(snapshot, conversation_id, &mut state)?;
+        }
+        Ok(Some(state))
+    }
+
+    /// Adds to a deferred conversation's stored state the messages past its `last_id`: the
+    /// first keys of the conversation, newest first, at most [`UNSAVED_MESSAGES`] of them.
+    fn count_unsaved(
+        &self,
+        snapshot: &Snapshot<'_>,
+        conversation_id: &str,
+        state: &mut ConversationState,
+    ) -> Result<(), StoreError> {
+        let (lower, past) = keys::conversation_range(conversation_id);
+        let upper = match state.last_id {
+            Some(id) => keys::message_key(conversation_id, id),
+            None => past,
+        };
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(lower);
+        options.set_iterate_upper_bound(upper);
+        let mut messages = snapshot.raw_iterator_cf_opt(self.cf(CF_MESSAGES), options);
+        messages.seek_to_first();
+        let mut newest = None;
+        while let Some(key) = messages.key() {
+            if newest.is_none() {
+                newest = Some(keys::decode_message_id(key).ok_or_else(|| {
+                    StoreError::Corrupt(format!("a message key of {conversation_id:?}"))
+                })?);
+            }
+            state.unsaved += 1;
+            messages.next();
+        }
+        messages.status().map_err(store_error)?;
+        if let Some(id) = newest {
+            state.message_count += state.unsaved;
+            state.last_id = Some(id);
+            state.updated_at = state.updated_at.max(id.timestamp_ms());
+            state.activity = state.activity.max(id.as_u64());
+        }
+        Ok(())
     }
 
     /// The state of a conversation a listing names, which must exist: the entry and the record

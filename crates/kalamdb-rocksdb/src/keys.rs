@@ -445,9 +445,12 @@ pub struct ConversationState {
     /// Its members, when not `large` (the listings to keep current on each write).
     pub members: Vec<String>,
     /// Where its members' `u` entries stand while they trail `updated_at` (a busy
-    /// conversation's; `crate::conversations`): `None` when they stand at `updated_at`. Only
-    /// members' listings trail, never the server's.
+    /// conversation's; `crate::conversations`): `None` when they stand at `updated_at`.
     pub indexed_at: Option<u64>,
+    /// Messages this state counts that the stored one does not: a deferred conversation's
+    /// stored state may trail its messages, which a read then counts (`crate::conversations`).
+    /// Never stored: 0 when decoded.
+    pub unsaved: u64,
 }
 
 const LARGE_FLAG: u8 = 1;
@@ -521,6 +524,7 @@ impl ConversationState {
             large,
             members,
             indexed_at,
+            unsaved: 0,
         })
     }
 }
@@ -590,6 +594,7 @@ mod tests {
             large: false,
             members: vec!["alice".into(), "é".repeat(127)],
             indexed_at: None,
+            unsaved: 0,
         };
         assert_eq!(
             ConversationState::decode(&state.encode()),

@@ -63,7 +63,9 @@ use std::sync::Mutex;
 use kalamdb_core::{IdGenerator, MessageId, StoreError};
 use rocksdb::{ColumnFamily, WriteOptions, DB};
 
-pub use crate::conversations::{CATCH_UP_PER_WRITE, INDEXED_MEMBERS, LISTING_LAG_MS, MAX_DEFERRED};
+pub use crate::conversations::{
+    CATCH_UP_PER_WRITE, INDEXED_MEMBERS, LISTING_LAG_MS, MAX_DEFERRED, UNSAVED_MESSAGES,
+};
 use crate::keys::CF_IDEMPOTENCY;
 use crate::open::highest_id;
 pub use crate::open::OpenError;

@@ -1,15 +1,17 @@
 //! Conversation records, listings and members on a real RocksDB.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use kalamdb_core::{
-    Conversation, ConversationPatch, ConversationQuery, ListPosition, NewConversation, NewMessage,
-    Store, StoreError,
+    Conversation, ConversationPatch, ConversationQuery, ListPosition, MessageId, NewConversation,
+    NewMessage, Store, StoreError,
 };
 use kalamdb_rocksdb::keys::{self, CF_META, META_FORMAT_VERSION};
-use kalamdb_rocksdb::{RocksStore, StoreOptions, INDEXED_MEMBERS, LISTING_LAG_MS, MAX_DEFERRED};
+use kalamdb_rocksdb::{
+    RocksStore, StoreOptions, INDEXED_MEMBERS, LISTING_LAG_MS, MAX_DEFERRED, UNSAVED_MESSAGES,
+};
 use serde_json::json;
 
 fn message(conversation_id: &str, content: &str) -> NewMessage {
@@ -257,12 +259,42 @@ fn assert_listings_exact(store: &RocksStore, when: &str) {
     }
 }
 
+/// Each conversation's count and newest message, as written.
+type Written = HashMap<String, (u64, MessageId)>;
+
+fn write(store: &RocksStore, expected: &mut Written, conversation_id: &str) {
+    let id = store.insert(vec![message(conversation_id, "x")]).unwrap()[0].msg_id;
+    let entry = expected
+        .entry(conversation_id.to_owned())
+        .or_insert((0, id));
+    *entry = (entry.0 + 1, id);
+}
+
+/// The records count every message and name the newest, and the listings are exact.
+fn check(store: &RocksStore, expected: &Written, when: &str) {
+    for (id, (count, newest)) in expected {
+        let record = store.conversation(id).unwrap().unwrap();
+        assert_eq!(record.message_count, *count, "{id}'s count, {when}");
+        assert_eq!(
+            record.last_message.map(|m| m.msg_id),
+            Some(*newest),
+            "{id}'s last message, {when}"
+        );
+        assert_eq!(
+            record.updated_at.max(newest.timestamp_ms()),
+            record.updated_at
+        );
+    }
+    assert_listings_exact(store, when);
+}
+
 /// A busy conversation's listing entries are moved about once a [`LISTING_LAG_MS`], not on
 /// every message; no listing may show it.
 #[test]
 fn busy_conversations_are_listed_in_order_while_their_entries_trail() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path());
+    let mut expected = HashMap::new();
     for (id, members) in [
         ("r1", vec!["alice", "bob"]),
         ("r2", vec!["alice"]),
@@ -279,8 +311,8 @@ fn busy_conversations_are_listed_in_order_while_their_entries_trail() {
     for round in 0..24 {
         pause();
         let room = ["r1", "r2", "r3"][round * 7 % 3];
-        store.insert(vec![message(room, "x")]).unwrap();
-        assert_listings_exact(&store, &format!("after write {round}"));
+        write(&store, &mut expected, room);
+        check(&store, &expected, &format!("after write {round}"));
     }
     assert_eq!(
         store.deferred_conversations(),
@@ -288,48 +320,58 @@ fn busy_conversations_are_listed_in_order_while_their_entries_trail() {
         "busy rooms defer their listing entries"
     );
 
+    // Its record is rewritten every UNSAVED_MESSAGES messages; a read counts the rest.
+    for n in 0..2 * UNSAVED_MESSAGES + 5 {
+        write(&store, &mut expected, "r1");
+        if n % 7 == 0 {
+            check(&store, &expected, &format!("after {n} more into r1"));
+        }
+    }
+    check(&store, &expected, "after many into r1");
+
     // Quiet for the lag, the next write catches them up; nothing a listing shows changes.
     std::thread::sleep(std::time::Duration::from_millis(LISTING_LAG_MS + 20));
     // Each to a conversation of its own, which is then not busy.
-    store.insert(vec![message("t1", "x")]).unwrap();
+    write(&store, &mut expected, "t1");
     assert_eq!(store.deferred_conversations(), Some(0));
-    assert_listings_exact(&store, "caught up");
+    check(&store, &expected, "caught up");
     // A quiet room's first write moves its members' entries at once.
-    store.insert(vec![message("r2", "x")]).unwrap();
+    write(&store, &mut expected, "r2");
     assert_eq!(store.deferred_conversations(), Some(0));
-    assert_listings_exact(&store, "a quiet room written");
+    check(&store, &expected, "a quiet room written");
 
     // Deferred at a close, it is listed right after the open, and caught up by the first write.
-    for _ in 0..2 {
+    // (The third message is counted by no stored record, only by reads.)
+    for _ in 0..3 {
         pause();
-        store.insert(vec![message("r1", "x")]).unwrap();
+        write(&store, &mut expected, "r1");
     }
     assert_eq!(store.deferred_conversations(), Some(1));
     drop(store);
     store = open(dir.path());
-    assert_listings_exact(&store, "reopened");
-    store.insert(vec![message("t2", "x")]).unwrap();
+    check(&store, &expected, "reopened");
+    write(&store, &mut expected, "t2");
     assert_eq!(store.deferred_conversations(), Some(0));
-    assert_listings_exact(&store, "caught up after the open");
+    check(&store, &expected, "caught up after the open");
 
     // Changing a deferred room's members or details catches it up first.
     for room in ["r3", "r2", "r3", "r2"] {
         pause();
-        store.insert(vec![message(room, "x")]).unwrap();
+        write(&store, &mut expected, room);
     }
     assert_eq!(store.deferred_conversations(), Some(2));
     store.set_member("r3", "carol", true).unwrap();
     store.set_member("r3", "bob", false).unwrap();
-    assert_listings_exact(&store, "members changed");
+    check(&store, &expected, "members changed");
     pause();
     let patch: ConversationPatch = serde_json::from_value(json!({"title": "Trip"})).unwrap();
     store.update_conversation("r2", &patch).unwrap().unwrap();
-    assert_listings_exact(&store, "patched");
+    check(&store, &expected, "patched");
     // Their stale queue entries are caught up as no-ops.
     std::thread::sleep(std::time::Duration::from_millis(LISTING_LAG_MS + 20));
-    store.insert(vec![message("t3", "x")]).unwrap();
+    write(&store, &mut expected, "t3");
     assert_eq!(store.deferred_conversations(), Some(0));
-    assert_listings_exact(&store, "at the end");
+    check(&store, &expected, "at the end");
 }
 
 /// Past [`MAX_DEFERRED`] busy conversations, writes move their entries at once, which bounds
