@@ -131,8 +131,9 @@ type Snapshot<'a> = SnapshotWithThreadMode<'a, DB>;
 
 /// The states of the conversations written to lately, so that a write does not read its
 /// conversations' states back from RocksDB (a point read per conversation, on the one writer
-/// thread). Always equal to what is stored: filled only after a successful write, emptied of a
-/// conversation by any other change to it. Bounded: emptied whole when it reaches
+/// thread). Always equal to what the store holds (a deferred conversation's stored state and
+/// the messages past it): filled only after a successful write, emptied of a conversation by
+/// any other change to it. Bounded: emptied whole when it reaches
 /// [`StateCache::CAPACITY`] conversations.
 ///
 /// It also holds the queue of deferred conversations (module docs), oldest first, each with
@@ -792,7 +793,10 @@ impl RocksStore {
         }
         let mut found = Vec::with_capacity(names.len());
         for conversation in &names {
-            let state = self.listed_state(snapshot, conversation)?;
+            let mut state = self.listed_state(snapshot, conversation)?;
+            if state.indexed_at.is_some() {
+                self.count_unsaved(snapshot, conversation, &mut state)?;
+            }
             let position = ListCursor::position_of(
                 horizon,
                 conversation,
@@ -838,16 +842,25 @@ impl RocksStore {
         snapshot: &Snapshot<'_>,
         conversation_id: &str,
     ) -> Result<Option<ConversationState>, StoreError> {
-        let key = conversation_key(conversation_id, STATE);
-        let stored =
-            snapshot.get_pinned_cf_opt(self.cf(CF_CONVERSATIONS), key, ReadOptions::default());
-        let Some(mut state) = decode_state(conversation_id, stored.map_err(store_error)?)? else {
+        let Some(mut state) = self.stored_state_in(snapshot, conversation_id)? else {
             return Ok(None);
         };
         if state.indexed_at.is_some() {
             self.count_unsaved(snapshot, conversation_id, &mut state)?;
         }
         Ok(Some(state))
+    }
+
+    /// A conversation's state as stored in `snapshot`.
+    fn stored_state_in(
+        &self,
+        snapshot: &Snapshot<'_>,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationState>, StoreError> {
+        let key = conversation_key(conversation_id, STATE);
+        let stored =
+            snapshot.get_pinned_cf_opt(self.cf(CF_CONVERSATIONS), key, ReadOptions::default());
+        decode_state(conversation_id, stored.map_err(store_error)?)
     }
 
     /// Adds to a deferred conversation's stored state the messages past its `last_id`: the
@@ -889,17 +902,19 @@ impl RocksStore {
     }
 
     /// The state of a conversation a listing names, which must exist: the entry and the record
-    /// are written together.
+    /// are written together. As stored: a deferred one's may not count its newest messages,
+    /// which [`Self::count_unsaved`] adds; any other's is whole.
     fn listed_state(
         &self,
         snapshot: &Snapshot<'_>,
         conversation_id: &str,
     ) -> Result<ConversationState, StoreError> {
-        self.state_in(snapshot, conversation_id)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "conversation {conversation_id:?} is listed but has no record"
-            ))
-        })
+        self.stored_state_in(snapshot, conversation_id)?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "conversation {conversation_id:?} is listed but has no record"
+                ))
+            })
     }
 
     /// The conversation as the API returns it: its state, details and last message.
