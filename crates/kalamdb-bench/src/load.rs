@@ -63,6 +63,9 @@ pub(crate) struct Measured {
     pub(crate) errors: u64,
     /// Requests answered with a 2xx.
     pub(crate) ok: u64,
+    /// The server's CPU time (user + system) per request answered, in µs, when the benchmark
+    /// started it and could read it.
+    pub(crate) cpu_us_per_request: Option<f64>,
 }
 
 /// The requests one connection sends, built once so that the load generator spends its time on
@@ -187,5 +190,6 @@ pub(crate) async fn run(
         p999_us: histogram.value_at_quantile(0.999),
         errors,
         ok,
+        cpu_us_per_request: None,
     }
 }

@@ -17,6 +17,7 @@
 //! - here: the scenarios, their alternation, and the report (table and `--json`).
 
 mod load;
+mod pin;
 mod preload;
 mod servers;
 mod stream;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use load::{Measured, Workload, QUERY_CONVERSATION};
+use pin::Plan;
 use servers::{RealServer, ServerProcess};
 
 #[derive(Debug, Parser)]
@@ -135,6 +137,8 @@ struct GrowthResult {
 
 #[derive(Debug, serde::Serialize)]
 struct Report {
+    /// The cores the load generator and the servers ran on; `None`: unpinned (one core).
+    pinning: Option<Plan>,
     /// `--server-config`, when the server under test started from one.
     server_config: Option<PathBuf>,
     duration_secs: u64,
@@ -263,23 +267,28 @@ fn start_server(
     real: Option<&RealServer>,
     scenario: &Scenario,
     members: usize,
+    plan: Option<&Plan>,
 ) -> Result<Option<ServerProcess>, String> {
     let Some(real) = real else {
         return Ok(None);
     };
     let mut failure = None;
-    let server = real.start(scenario.sync_writes, |data| {
-        if scenario.preload > 0 {
-            if let Err(e) = preload::preload(data, QUERY_CONVERSATION, scenario.preload) {
-                failure = Some(e);
+    let server = real.start(
+        scenario.sync_writes,
+        |data| {
+            if scenario.preload > 0 {
+                if let Err(e) = preload::preload(data, QUERY_CONVERSATION, scenario.preload) {
+                    failure = Some(e);
+                }
             }
-        }
-        if members > 0 && scenario.workload.writes() {
-            if let Err(e) = preload::with_members(data, scenario.connections, members) {
-                failure = Some(e);
+            if members > 0 && scenario.workload.writes() {
+                if let Err(e) = preload::with_members(data, scenario.connections, members) {
+                    failure = Some(e);
+                }
             }
-        }
-    })?;
+        },
+        plan,
+    )?;
     match failure {
         Some(e) => Err(format!("preload failed: {e}")),
         None => Ok(Some(server)),
@@ -309,23 +318,41 @@ fn selected(scenarios: Vec<Scenario>, only: &str) -> Vec<Scenario> {
         .collect()
 }
 
-async fn run_suite(cli: &Cli) -> Result<Report, String> {
+/// One load run against `addr`, with the CPU `process` (the server answering, when this
+/// benchmark started it) spent per request.
+async fn measure(
+    process: Option<&ServerProcess>,
+    addr: SocketAddr,
+    scenario: &Scenario,
+    duration: Duration,
+) -> Measured {
+    let before = process.and_then(ServerProcess::cpu_time_us);
+    let mut measured = load::run(addr, scenario.workload, scenario.connections, duration).await;
+    let after = process.and_then(ServerProcess::cpu_time_us);
+    measured.cpu_us_per_request = cpu_per_request(before, after, measured.ok + measured.errors);
+    measured
+}
+
+/// CPU µs per request from two readings of a process's CPU time around `requests`.
+fn cpu_per_request(before: Option<u64>, after: Option<u64>, requests: u64) -> Option<f64> {
+    let spent = after?.checked_sub(before?)?;
+    (requests > 0).then(|| spent as f64 / requests as f64)
+}
+
+async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
     let duration = Duration::from_secs(cli.duration_secs);
     let real = real_server(cli)?;
     let real = real.as_ref();
-    let noop = servers::start_noop()?;
+    let noop = servers::start_noop(plan)?;
     let mut results = Vec::new();
     let only = cli.only.as_deref().unwrap_or("");
     for scenario in selected(suite(&cli.suite)?, only) {
-        let server = start_server(real, &scenario, cli.members)?;
+        let server = start_server(real, &scenario, cli.members, plan)?;
         let addr = target(cli, server.as_ref());
         let (mut real_runs, mut noop_runs) = (Vec::new(), Vec::new());
         for _ in 0..cli.rounds.max(1) {
-            noop_runs.push(
-                load::run(noop.addr, scenario.workload, scenario.connections, duration).await,
-            );
-            real_runs
-                .push(load::run(addr, scenario.workload, scenario.connections, duration).await);
+            noop_runs.push(measure(Some(&noop), noop.addr, &scenario, duration).await);
+            real_runs.push(measure(server.as_ref(), addr, &scenario, duration).await);
         }
         let round_ratios = round_ratios(&real_runs, &noop_runs);
         let (server_m, noop_m) = (median(real_runs), median(noop_runs));
@@ -354,7 +381,7 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
             sync_writes: true,
             preload: stored,
         };
-        let server = start_server(real, &preloaded, 0)?
+        let server = start_server(real, &preloaded, 0, plan)?
             .ok_or("--growth needs a started server, not --url")?;
         let query = load::run(server.addr, Workload::Query, 16, duration).await;
         let insert = load::run(server.addr, Workload::Insert, 64, duration).await;
@@ -384,7 +411,7 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
             sync_writes: true,
             preload: 0,
         };
-        let server = start_server(real, &plain, 0)?;
+        let server = start_server(real, &plain, 0, plan)?;
         let pause = Duration::from_millis(cli.stream_pause_ms);
         let result = stream::run(
             target(cli, server.as_ref()),
@@ -408,6 +435,7 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
         streams.push(result);
     }
     Ok(Report {
+        pinning: plan.cloned(),
         server_config: cli.server_config.clone(),
         duration_secs: cli.duration_secs,
         rounds: cli.rounds,
@@ -415,6 +443,10 @@ async fn run_suite(cli: &Cli) -> Result<Report, String> {
         growth,
         stream: streams,
     })
+}
+
+fn micros(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".into(), |us| format!("{us:.1}"))
 }
 
 fn mib(bytes: Option<u64>) -> String {
@@ -428,7 +460,7 @@ fn print_result(r: &ScenarioResult) {
     println!(
         "{:<38} server {:>9.0} req/s p50 {:>6} us p99 {:>6} us p999 {:>6} us err {:>4} | \
          no-op {:>9.0} req/s p50 {:>5} us | ratio {:.2}x (rounds {}), p50 {:.2}x | {:.0} msg/s | \
-         rss {}",
+         cpu/req {} us, no-op {} us | rss {}",
         r.scenario.name,
         r.server.requests_per_sec,
         r.server.p50_us,
@@ -441,6 +473,8 @@ fn print_result(r: &ScenarioResult) {
         spread(&r.round_ratios),
         r.p50_ratio,
         r.server_messages_per_sec,
+        micros(r.server.cpu_us_per_request),
+        micros(r.noop.cpu_us_per_request),
         mib(r.server_peak_rss_bytes)
     );
 }
@@ -461,11 +495,21 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    // Before any thread starts, so that the runtime's threads inherit the load generator's
+    // cores (and size themselves to them).
+    let plan = pin::Plan::apply();
+    match &plan {
+        Some(plan) => eprintln!(
+            "pinned: load generator on cores {:?}, servers on {:?}",
+            plan.load, plan.servers
+        ),
+        None => eprintln!("not pinned: fewer than two cores, or their affinity cannot be set"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match runtime.block_on(run_suite(&cli)) {
+    match runtime.block_on(run_suite(&cli, plan.as_ref())) {
         Ok(report) => {
             if let Some(path) = &cli.json {
                 let text = serde_json::to_string_pretty(&report).expect("serializable");
@@ -507,7 +551,18 @@ mod tests {
             p999_us: 0,
             errors: 0,
             ok: 0,
+            cpu_us_per_request: None,
         }
+    }
+
+    #[test]
+    fn cpu_per_request_needs_both_readings_and_a_request() {
+        assert_eq!(cpu_per_request(Some(1_000), Some(5_000), 400), Some(10.0));
+        assert_eq!(cpu_per_request(None, Some(5_000), 400), None);
+        assert_eq!(cpu_per_request(Some(1_000), None, 400), None);
+        assert_eq!(cpu_per_request(Some(1_000), Some(5_000), 0), None);
+        // A process that restarted between the readings reads less the second time.
+        assert_eq!(cpu_per_request(Some(5_000), Some(1_000), 400), None);
     }
 
     #[test]

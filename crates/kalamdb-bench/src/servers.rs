@@ -15,6 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tempfile::TempDir;
 
+use crate::pin::{spawn_pinned, Plan};
+
 /// A server process, killed on drop.
 pub(crate) struct ServerProcess {
     child: Child,
@@ -31,6 +33,11 @@ impl ServerProcess {
         let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
+    }
+
+    /// The CPU time the process has used so far (user + system, every thread), in µs.
+    pub(crate) fn cpu_time_us(&self) -> Option<u64> {
+        crate::pin::cpu_time_us(self.child.id())
     }
 }
 
@@ -153,6 +160,7 @@ impl RealServer {
         &self,
         sync_writes: bool,
         prepare: impl FnOnce(&Path),
+        plan: Option<&Plan>,
     ) -> Result<ServerProcess, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let data = dir.path().join("data");
@@ -164,13 +172,14 @@ impl RealServer {
         // Kept so that a server refusing its configuration can say why.
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("--config")
             .arg(&config_path)
             .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
+            .stderr(stderr);
+        let mut child = spawn_pinned(plan, || command.spawn())
             .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_until_listening(addr, &mut child).map_err(|e| {
@@ -186,14 +195,14 @@ impl RealServer {
 }
 
 /// Starts the no-op server: this binary again, with the hidden `noop-server` subcommand.
-pub(crate) fn start_noop() -> Result<ServerProcess, String> {
+pub(crate) fn start_noop(plan: Option<&Plan>) -> Result<ServerProcess, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(me)
+    let mut command = Command::new(me);
+    command
         .arg("noop-server")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+        .stderr(Stdio::null());
+    let mut child = spawn_pinned(plan, || command.spawn()).map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
     BufReader::new(stdout)
