@@ -48,6 +48,18 @@ impl Workload {
 /// The conversation queries read; preloaded before a run.
 pub(crate) const QUERY_CONVERSATION: &str = "bench-query";
 
+/// The query scenario's request (the latest 50 of the query conversation) as raw HTTP/1.1 to
+/// `server`, for asking how large its answer is.
+pub(crate) fn query_request(server: std::net::SocketAddr) -> Vec<u8> {
+    let body = format!(r#"{{"conversation_id":"{QUERY_CONVERSATION}","limit":50,"order":"desc"}}"#);
+    format!(
+        "POST /api/v1/query HTTP/1.1\r\nhost: {server}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Results of one run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Measured {

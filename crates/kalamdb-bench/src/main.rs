@@ -16,6 +16,7 @@
 //! - `stream`: the stream mode, insert → event latency with N subscribers.
 //! - here: the scenarios, their alternation, and the report (table and `--json`).
 
+mod disk;
 mod load;
 mod pin;
 mod preload;
@@ -96,7 +97,11 @@ struct Cli {
 enum Mode {
     /// Serve as the no-op ceiling (used by the benchmark itself).
     #[command(hide = true)]
-    NoopServer,
+    NoopServer {
+        /// Answer a JSON body of this many bytes instead of a short one.
+        #[arg(long)]
+        reply_bytes: Option<usize>,
+    },
 }
 
 /// One scenario of the suite.
@@ -121,6 +126,12 @@ struct ScenarioResult {
     round_ratios: Vec<f64>,
     /// Server p50 over no-op p50.
     p50_ratio: f64,
+    /// For a query: the size of the server's reply, and a no-op answering a reply that large,
+    /// which separates the cost of sending the page from the cost of producing it.
+    reply_bytes: Option<usize>,
+    sized_noop: Option<Measured>,
+    /// Server req/s over the same-size no-op's.
+    sized_ratio: Option<f64>,
     /// Messages stored or read per second by the server (requests × messages per request).
     server_messages_per_sec: f64,
     server_peak_rss_bytes: Option<u64>,
@@ -139,6 +150,8 @@ struct GrowthResult {
 struct Report {
     /// The cores the load generator and the servers ran on; `None`: unpinned (one core).
     pinning: Option<Plan>,
+    /// The disk's own `fdatasync` p50 (4 KiB appends in the temp dir), in µs.
+    fdatasync_p50_us: Option<u64>,
     /// `--server-config`, when the server under test started from one.
     server_config: Option<PathBuf>,
     duration_secs: u64,
@@ -343,20 +356,38 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
     let duration = Duration::from_secs(cli.duration_secs);
     let real = real_server(cli)?;
     let real = real.as_ref();
-    let noop = servers::start_noop(plan)?;
+    let noop = servers::start_noop(plan, None)?;
     let mut results = Vec::new();
     let only = cli.only.as_deref().unwrap_or("");
     for scenario in selected(suite(&cli.suite)?, only) {
         let server = start_server(real, &scenario, cli.members, plan)?;
         let addr = target(cli, server.as_ref());
-        let (mut real_runs, mut noop_runs) = (Vec::new(), Vec::new());
+        let reply_bytes = match scenario.workload {
+            Workload::Query => Some(servers::reply_size(addr, &load::query_request(addr))?),
+            _ => None,
+        };
+        let sized = reply_bytes
+            .map(|bytes| servers::start_noop(plan, Some(bytes)))
+            .transpose()?;
+        let (mut real_runs, mut noop_runs, mut sized_runs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cli.rounds.max(1) {
             noop_runs.push(measure(Some(&noop), noop.addr, &scenario, duration).await);
+            if let Some(sized) = &sized {
+                sized_runs.push(measure(Some(sized), sized.addr, &scenario, duration).await);
+            }
             real_runs.push(measure(server.as_ref(), addr, &scenario, duration).await);
         }
+        drop(sized);
+        let sized_noop = (!sized_runs.is_empty()).then(|| median(sized_runs));
         let round_ratios = round_ratios(&real_runs, &noop_runs);
         let (server_m, noop_m) = (median(real_runs), median(noop_runs));
+        let sized_ratio = sized_noop
+            .as_ref()
+            .map(|sized| server_m.requests_per_sec / sized.requests_per_sec.max(f64::MIN_POSITIVE));
         let result = ScenarioResult {
+            reply_bytes,
+            sized_noop,
+            sized_ratio,
             throughput_ratio: server_m.requests_per_sec
                 / noop_m.requests_per_sec.max(f64::MIN_POSITIVE),
             round_ratios,
@@ -434,8 +465,22 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
         );
         streams.push(result);
     }
+    // After the servers (a server that refuses to start stops the run before anything is
+    // measured), in a temp dir like theirs, so on the same disk.
+    let probe = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let fdatasync = match disk::fdatasync_p50_us(probe.path(), 200) {
+        Ok(p50) => {
+            println!("disk: fdatasync p50 {p50} us (200 appends of 4 KiB)");
+            Some(p50)
+        }
+        Err(e) => {
+            eprintln!("disk: fdatasync not measured: {e}");
+            None
+        }
+    };
     Ok(Report {
         pinning: plan.cloned(),
+        fdatasync_p50_us: fdatasync,
         server_config: cli.server_config.clone(),
         duration_secs: cli.duration_secs,
         rounds: cli.rounds,
@@ -477,6 +522,16 @@ fn print_result(r: &ScenarioResult) {
         micros(r.noop.cpu_us_per_request),
         mib(r.server_peak_rss_bytes)
     );
+    if let (Some(sized), Some(ratio), Some(bytes)) = (&r.sized_noop, r.sized_ratio, r.reply_bytes) {
+        println!(
+            "{:<38} no-op with the page's {bytes}-byte reply {:>9.0} req/s p50 {:>5} us | \
+             ratio {ratio:.2}x | cpu/req {} us",
+            "",
+            sized.requests_per_sec,
+            sized.p50_us,
+            micros(sized.cpu_us_per_request)
+        );
+    }
 }
 
 /// The server's allocator, so the no-op ceiling runs on the same one as the server it is compared
@@ -486,8 +541,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Some(Mode::NoopServer) = cli.mode {
-        return match servers::run_noop() {
+    if let Some(Mode::NoopServer { reply_bytes }) = cli.mode {
+        return match servers::run_noop(reply_bytes) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("noop-server: {e}");

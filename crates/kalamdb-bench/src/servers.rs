@@ -195,13 +195,21 @@ impl RealServer {
 }
 
 /// Starts the no-op server: this binary again, with the hidden `noop-server` subcommand.
-pub(crate) fn start_noop(plan: Option<&Plan>) -> Result<ServerProcess, String> {
+/// With `reply_bytes`, its reply is a JSON body of that many bytes instead of a short one: the
+/// ceiling for a server that sends a page that large.
+pub(crate) fn start_noop(
+    plan: Option<&Plan>,
+    reply_bytes: Option<usize>,
+) -> Result<ServerProcess, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = Command::new(me);
     command
         .arg("noop-server")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    if let Some(bytes) = reply_bytes {
+        command.arg("--reply-bytes").arg(bytes.to_string());
+    }
     let mut child = spawn_pinned(plan, || command.spawn()).map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
@@ -220,10 +228,14 @@ pub(crate) fn start_noop(plan: Option<&Plan>) -> Result<ServerProcess, String> {
     })
 }
 
-/// The no-op server's main: reads each request's body and answers a fixed JSON reply, on the
-/// same hyper-util builder and runtime shape as the real server. Prints its address, then serves
-/// until killed.
-pub(crate) fn run_noop() -> std::io::Result<()> {
+/// The no-op server's main: reads each request's body and answers a fixed JSON reply (of
+/// `reply_bytes` when given), on the same hyper-util builder and runtime shape as the real
+/// server. Prints its address, then serves until killed.
+pub(crate) fn run_noop(reply_bytes: Option<usize>) -> std::io::Result<()> {
+    let reply = reply_bytes.map_or_else(
+        || Bytes::from_static(br#"{"msg_id":"1","conversation_id":"bench","timestamp":0}"#),
+        |bytes| Bytes::from(reply_of(bytes)),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -233,17 +245,20 @@ pub(crate) fn run_noop() -> std::io::Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
+            let reply = reply.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: Request<Incoming>| async {
-                    let _ = request.into_body().collect().await;
-                    let mut response = Response::new(Full::new(Bytes::from_static(
-                        br#"{"msg_id":"1","conversation_id":"bench","timestamp":0}"#,
-                    )));
-                    response.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, std::convert::Infallible>(response)
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let reply = reply.clone();
+                    async move {
+                        let _ = request.into_body().collect().await;
+                        // A clone of `Bytes` shares the buffer: nothing is copied per request.
+                        let mut response = Response::new(Full::new(reply));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -253,9 +268,49 @@ pub(crate) fn run_noop() -> std::io::Result<()> {
     })
 }
 
+/// A JSON object of exactly `bytes` bytes (at least the 11 of `{"pad":""}` and one more), so
+/// that a sized no-op's reply is as valid as the page it stands in for.
+fn reply_of(bytes: usize) -> Vec<u8> {
+    let mut reply = br#"{"pad":""#.to_vec();
+    reply.resize(bytes.saturating_sub(2).max(reply.len()), b'x');
+    reply.extend_from_slice(br#""}"#);
+    reply
+}
+
+/// The size of the body `server` answers `request` (a whole HTTP/1.1 request) with, from its
+/// `content-length`.
+pub(crate) fn reply_size(server: SocketAddr, request: &[u8]) -> Result<usize, String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(server).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(request).map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).map_err(|e| e.to_string())?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    head.lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .ok_or_else(|| format!("no content-length in the answer: {head:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sized_reply_is_json_of_that_size() {
+        for bytes in [16_500, 100, 13] {
+            let reply = reply_of(bytes);
+            assert_eq!(reply.len(), bytes);
+            assert!(serde_json::from_slice::<serde_json::Value>(&reply).is_ok());
+        }
+    }
 
     fn real(base: &str, log_level: Option<&str>) -> RealServer {
         RealServer::new(

@@ -42,7 +42,22 @@ fn a_one_second_quick_run_reports_sane_figures() {
             "{scenario}"
         );
         assert!(scenario["server_peak_rss_bytes"].as_u64().unwrap() > 1_000_000);
+        // Both servers were started here, so their CPU per request is known.
+        for side in ["server", "noop"] {
+            let cpu = scenario[side]["cpu_us_per_request"].as_f64();
+            assert!(cpu.is_some_and(|us| us >= 0.0), "{scenario}");
+        }
+        // A query is also measured against a no-op sending a reply as large as the page.
+        if scenario["scenario"]["workload"] == "query" {
+            let bytes = scenario["reply_bytes"].as_u64().unwrap();
+            assert!(bytes > 10_000, "50 messages of 200 bytes: {scenario}");
+            assert!(scenario["sized_noop"]["ok"].as_u64().unwrap() > 0, "{scenario}");
+            assert!(scenario["sized_ratio"].as_f64().unwrap() > 0.0, "{scenario}");
+        } else {
+            assert!(scenario["sized_noop"].is_null(), "{scenario}");
+        }
     }
+    assert!(report["fdatasync_p50_us"].as_u64().is_some(), "{report}");
     // The stream mode: every subscriber heard every insert, and the figures are ordered.
     let stream = &report["stream"][0];
     assert_eq!(stream["subscribers"], 3, "{stream}");
@@ -57,4 +72,6 @@ fn a_one_second_quick_run_reports_sane_figures() {
     assert!(text.contains("ratio"), "{text}");
     assert!(text.contains("(rounds "), "{text}");
     assert!(text.contains("insert -> event"), "{text}");
+    assert!(text.contains("-byte reply"), "{text}");
+    assert!(text.contains("disk: fdatasync p50"), "{text}");
 }
