@@ -268,7 +268,7 @@ pub(crate) fn run_noop(reply_bytes: Option<usize>) -> std::io::Result<()> {
     })
 }
 
-/// A JSON object of exactly `bytes` bytes (at least the 11 of `{"pad":""}` and one more), so
+/// A JSON object of exactly `bytes` bytes (at least the 10 of `{"pad":""}`), so
 /// that a sized no-op's reply is as valid as the page it stands in for.
 fn reply_of(bytes: usize) -> Vec<u8> {
     let mut reply = br#"{"pad":""#.to_vec();

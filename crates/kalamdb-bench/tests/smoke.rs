@@ -51,8 +51,14 @@ fn a_one_second_quick_run_reports_sane_figures() {
         if scenario["scenario"]["workload"] == "query" {
             let bytes = scenario["reply_bytes"].as_u64().unwrap();
             assert!(bytes > 10_000, "50 messages of 200 bytes: {scenario}");
-            assert!(scenario["sized_noop"]["ok"].as_u64().unwrap() > 0, "{scenario}");
-            assert!(scenario["sized_ratio"].as_f64().unwrap() > 0.0, "{scenario}");
+            assert!(
+                scenario["sized_noop"]["ok"].as_u64().unwrap() > 0,
+                "{scenario}"
+            );
+            assert!(
+                scenario["sized_ratio"].as_f64().unwrap() > 0.0,
+                "{scenario}"
+            );
         } else {
             assert!(scenario["sized_noop"].is_null(), "{scenario}");
         }
