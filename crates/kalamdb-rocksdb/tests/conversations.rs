@@ -8,6 +8,9 @@ use kalamdb_core::{
     Conversation, ConversationPatch, ConversationQuery, ListPosition, MessageId, NewConversation,
     NewMessage, Store, StoreError,
 };
+mod common;
+
+use common::format_version;
 use kalamdb_rocksdb::keys::{self, CF_META, META_FORMAT_VERSION};
 use kalamdb_rocksdb::{
     RocksStore, StoreOptions, INDEXED_MEMBERS, LISTING_LAG_MS, MAX_DEFERRED, UNSAVED_MESSAGES,
@@ -492,20 +495,7 @@ fn a_format_4_store_opens_as_it_is() {
     assert_eq!(list_all(&store, None, 5), before.1);
     assert_eq!(list_all(&store, Some("alice"), 5), ["trip"]);
     drop(store);
-    let db = rocksdb::DB::open_cf_for_read_only(
-        &rocksdb::Options::default(),
-        &path,
-        keys::COLUMN_FAMILIES,
-        false,
-    )
-    .unwrap();
-    let version = db
-        .get_cf(db.cf_handle(CF_META).unwrap(), META_FORMAT_VERSION)
-        .unwrap();
-    assert_eq!(
-        version.as_deref(),
-        Some(&keys::FORMAT_VERSION.to_be_bytes()[..])
-    );
+    assert_eq!(format_version(&path), keys::FORMAT_VERSION);
     assert_eq!(keys::FORMAT_VERSION, 5);
 }
 

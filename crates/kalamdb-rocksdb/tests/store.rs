@@ -1,6 +1,9 @@
 //! RocksStore against a real database in a temp dir.
 
 use kalamdb_core::{MessageId, NewMessage, PreparedMessage, Store, StoreError};
+mod common;
+
+use common::format_version;
 use kalamdb_rocksdb::keys::{self, CF_META, META_FORMAT_VERSION};
 use kalamdb_rocksdb::{Compression, OpenError, RocksStore, StoreOptions};
 use serde_json::json;
@@ -234,19 +237,6 @@ fn downgrade(path: &std::path::Path, version: u32, every: usize) {
     let meta = db.cf_handle(CF_META).unwrap();
     batch.put_cf(meta, META_FORMAT_VERSION, version.to_be_bytes());
     db.write(batch).unwrap();
-}
-
-fn format_version(path: &std::path::Path) -> u32 {
-    let db = rocksdb::DB::open_cf_for_read_only(
-        &rocksdb::Options::default(),
-        path,
-        keys::COLUMN_FAMILIES,
-        false,
-    )
-    .unwrap();
-    let meta = db.cf_handle(CF_META).unwrap();
-    let bytes = db.get_cf(meta, META_FORMAT_VERSION).unwrap().unwrap();
-    u32::from_be_bytes(bytes.try_into().unwrap())
 }
 
 /// Every message of a format-1 or format-2 store is found after the upgrade on open, in both
