@@ -48,10 +48,15 @@ impl Workload {
 /// The conversation queries read; preloaded before a run.
 pub(crate) const QUERY_CONVERSATION: &str = "bench-query";
 
-/// The query scenario's request (the latest 50 of the query conversation) as raw HTTP/1.1 to
-/// `server`, for asking how large its answer is.
+/// The query scenario's body: the latest 50 of the query conversation.
+fn query_body() -> String {
+    format!(r#"{{"conversation_id":"{QUERY_CONVERSATION}","limit":50,"order":"desc"}}"#)
+}
+
+/// The query scenario's request as raw HTTP/1.1 to `server`, for asking how large its answer
+/// is.
 pub(crate) fn query_request(server: std::net::SocketAddr) -> Vec<u8> {
-    let body = format!(r#"{{"conversation_id":"{QUERY_CONVERSATION}","limit":50,"order":"desc"}}"#);
+    let body = query_body();
     format!(
         "POST /api/v1/query HTTP/1.1\r\nhost: {server}\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -126,10 +131,7 @@ fn build(addr: SocketAddr, workload: Workload, connection: usize) -> Request<Ful
             "/api/v1/messages/batch",
             format!(r#"{{"messages":[{}]}}"#, vec![insert; BATCH_SIZE].join(",")),
         ),
-        Workload::Query => (
-            "/api/v1/query",
-            format!(r#"{{"conversation_id":"{QUERY_CONVERSATION}","limit":50,"order":"desc"}}"#),
-        ),
+        Workload::Query => ("/api/v1/query", query_body()),
     };
     Request::builder()
         .method(Method::POST)
