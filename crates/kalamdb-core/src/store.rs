@@ -26,6 +26,11 @@ pub enum StoreError {
     /// What a request would create exists already (a conversation's id).
     #[error("{0}")]
     Conflict(String),
+    /// What a request names is not there, or not there for its caller: a user writing to a
+    /// conversation they are not a member of (`../shared/DESIGN.md` §6.3). The message says
+    /// which, in words a client may read.
+    #[error("{0}")]
+    NotFound(String),
     /// An idempotency key was reused with a different request.
     #[error("the idempotency key {0:?} was already used with a different request")]
     IdempotencyConflict(String),
@@ -150,6 +155,10 @@ pub trait Store: Send + Sync + 'static {
         conversation_id: &str,
         patch: &ConversationPatch,
     ) -> Result<Option<Conversation>, StoreError>;
+
+    /// Whether `user_id` is a member of the conversation, `None` when it does not exist. The
+    /// access check of every user's request, so it should cost a point read or two.
+    fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<Option<bool>, StoreError>;
 
     /// A conversation's members in byte order, `None` when it does not exist.
     fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError>;

@@ -336,6 +336,15 @@ impl Store for MemStore {
         Ok(state.view(conversation_id))
     }
 
+    fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<Option<bool>, StoreError> {
+        self.open()?;
+        Ok(self
+            .state()
+            .conversations
+            .get(conversation_id)
+            .map(|r| r.members.contains(user_id)))
+    }
+
     fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError> {
         self.open()?;
         Ok(self
@@ -532,6 +541,10 @@ impl Store for Faulty {
         patch: &ConversationPatch,
     ) -> Result<Option<Conversation>, StoreError> {
         self.inner.update_conversation(conversation_id, patch)
+    }
+
+    fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<Option<bool>, StoreError> {
+        self.inner.is_member(conversation_id, user_id)
     }
 
     fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError> {

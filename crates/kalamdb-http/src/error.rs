@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Response, StatusCode};
 use kalamdb_core::{StoreError, ValidationError};
 use serde::Serialize;
@@ -23,6 +23,11 @@ pub enum ErrorCode {
     UriTooLong,
     /// 431: the request's headers are over the connection's limit.
     HeadersTooLarge,
+    /// 401: no credentials, or credentials the server does not accept; sent with
+    /// `WWW-Authenticate: Bearer`.
+    Unauthorized,
+    /// 403: authenticated, but not allowed to do this.
+    Forbidden,
     /// 404: unknown path or message id.
     NotFound,
     /// 405: known path, other method.
@@ -56,6 +61,8 @@ impl ErrorCode {
             ErrorCode::MalformedRequest => "malformed_request",
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
@@ -78,6 +85,8 @@ impl ErrorCode {
             }
             ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::IdempotencyConflict | ErrorCode::Conflict => StatusCode::CONFLICT,
@@ -99,7 +108,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// An error as the client sees it: a status, `{"error": code, "message": sentence}`, and the
-/// headers the code calls for (`Allow`, `Retry-After`).
+/// headers the code calls for (`Allow`, `Retry-After`, `WWW-Authenticate`).
 ///
 /// Endpoints turn it into a response with [`ApiError::to_response`]; layers return it (or a typed
 /// error that converts into it) and the rescue layer renders it.
@@ -136,6 +145,17 @@ impl ApiError {
     /// 400 `validation_failed`; the message names the field and the rule.
     pub fn validation(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ValidationFailed, message)
+    }
+
+    /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`. The message says what is wrong with
+    /// the credentials and never repeats them.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    /// 403 `forbidden`: the caller is known but may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     /// 404 `not_found`.
@@ -234,6 +254,10 @@ impl ApiError {
         if let Some(secs) = self.retry_after_secs {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.code == ErrorCode::Unauthorized {
+            // RFC 6750: the scheme the client should answer with.
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }
@@ -267,6 +291,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Closed => ApiError::unavailable(),
             StoreError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
+            StoreError::NotFound(message) => ApiError::not_found(message),
             StoreError::Invalid(v) => v.into(),
             StoreError::IdempotencyConflict(_) => ApiError::new(
                 ErrorCode::IdempotencyConflict,
@@ -309,6 +334,18 @@ mod tests {
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(response.headers()[ALLOW], "GET, HEAD");
         assert_eq!(body_json(response).await["error"], "method_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn unauthorized_asks_for_a_bearer_token_and_forbidden_does_not() {
+        let response = ApiError::unauthorized("the token has expired").to_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(body_json(response).await["error"], "unauthorized");
+        let response = ApiError::forbidden("users cannot add members").to_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+        assert_eq!(body_json(response).await["error"], "forbidden");
     }
 
     #[test]

@@ -554,6 +554,34 @@ impl RocksStore {
         self.members_in(&snapshot, conversation_id).map(Some)
     }
 
+    /// [`Store::is_member`](kalamdb_core::Store::is_member): the member's own entry, and only
+    /// when it is absent the record, to tell "not a member" from "no such conversation".
+    pub(crate) fn membership(
+        &self,
+        conversation_id: &str,
+        user_id: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        self.ensure_open()?;
+        let member_key = keys::member_key(conversation_id, user_id);
+        if self
+            .db
+            .get_pinned_cf(self.cf(CF_MEMBERS), &member_key)
+            .map_err(store_error)?
+            .is_some()
+        {
+            return Ok(Some(true));
+        }
+        let exists = self
+            .db
+            .get_pinned_cf(
+                self.cf(CF_CONVERSATIONS),
+                conversation_key(conversation_id, STATE),
+            )
+            .map_err(store_error)?
+            .is_some();
+        Ok(exists.then_some(false))
+    }
+
     fn members_in(
         &self,
         snapshot: &Snapshot<'_>,

@@ -236,6 +236,10 @@ impl Store for RocksStore {
         self.update_conversation_record(conversation_id, patch)
     }
 
+    fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<Option<bool>, StoreError> {
+        self.membership(conversation_id, user_id)
+    }
+
     fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError> {
         self.member_list(conversation_id)
     }

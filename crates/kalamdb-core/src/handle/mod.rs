@@ -45,7 +45,7 @@ mod readers;
 mod writer;
 
 use readers::Readers;
-use writer::{Job, Writer};
+use writer::{Insert, Job, Writer};
 
 /// A cheap, cloneable async handle on a [`Store`].
 ///
@@ -117,7 +117,7 @@ impl StoreHandle {
         &self,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<Inserted>, StoreError> {
-        self.submit(messages, None).await
+        self.submit(messages, None, None).await
     }
 
     /// Stores one message under an idempotency key, exactly once however often it is retried.
@@ -131,16 +131,37 @@ impl StoreHandle {
         message: NewMessage,
         key: IdempotencyKey,
     ) -> Result<Inserted, StoreError> {
-        let mut inserted = self.submit(vec![message], Some(key)).await?;
+        let mut inserted = self.submit(vec![message], Some(key), None).await?;
         inserted
             .pop()
             .ok_or_else(|| StoreError::Internal("the writer returned no id".into()))
+    }
+
+    /// Stores `messages` as [`StoreHandle::insert_batch`] does (or one message under `key`, as
+    /// [`StoreHandle::insert_idempotent`] does), for the user `member`: each message's
+    /// conversation must have them as a member, or not exist yet, in which case it is created
+    /// with them as its only member. Otherwise nothing is stored and the call fails with
+    /// [`StoreError::NotFound`], naming the first refused message in a batch. The check and the
+    /// write are one step of the writer: nothing comes between them.
+    pub async fn insert_as_member(
+        &self,
+        member: String,
+        messages: Vec<NewMessage>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        if key.is_some() && messages.len() != 1 {
+            return Err(StoreError::Internal(
+                "an idempotency key guards exactly one message".into(),
+            ));
+        }
+        self.submit(messages, key, Some(member)).await
     }
 
     async fn submit(
         &self,
         messages: Vec<NewMessage>,
         key: Option<IdempotencyKey>,
+        member: Option<String>,
     ) -> Result<Vec<Inserted>, StoreError> {
         // Encoded here, on the request's task, so the one writer thread only splices ids in.
         let messages = messages
@@ -150,11 +171,12 @@ impl StoreHandle {
         let (reply, answer) = oneshot::channel();
         self.shared
             .writer
-            .send(Job::Insert {
+            .send(Job::Insert(Insert {
                 messages,
                 key,
+                member,
                 reply,
-            })
+            }))
             .await?;
         // A dropped reply means the writer stopped before reaching this job: nothing was stored.
         answer.await.map_err(|_| StoreError::Closed)?
@@ -165,9 +187,54 @@ impl StoreHandle {
         self.on_reader(move |store| store.get(id)).await
     }
 
+    /// Reads one message by id for the user `member`: `None` also when they are not a member
+    /// of its conversation.
+    pub async fn get_as_member(
+        &self,
+        id: MessageId,
+        member: String,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        self.on_reader(move |store| {
+            let Some(message) = store.get(id)? else {
+                return Ok(None);
+            };
+            let conversation_id = message
+                .conversation_id()
+                .map_err(|e| StoreError::Corrupt(format!("message {id}: {e}")))?;
+            Ok((store.is_member(&conversation_id, &member)? == Some(true)).then_some(message))
+        })
+        .await
+    }
+
     /// Reads one page of a conversation.
     pub async fn query(&self, query: Query) -> Result<Page, StoreError> {
         self.on_reader(move |store| store.query(&query)).await
+    }
+
+    /// Reads one page of a conversation for the user `member`, in the same read as the check:
+    /// `None` when they are not one of its members (or it does not exist).
+    pub async fn query_as_member(
+        &self,
+        query: Query,
+        member: String,
+    ) -> Result<Option<Page>, StoreError> {
+        self.on_reader(move |store| {
+            if store.is_member(&query.conversation_id, &member)? != Some(true) {
+                return Ok(None);
+            }
+            store.query(&query).map(Some)
+        })
+        .await
+    }
+
+    /// Whether `user_id` is a member of the conversation, `None` when it does not exist.
+    pub async fn is_member(
+        &self,
+        conversation_id: String,
+        user_id: String,
+    ) -> Result<Option<bool>, StoreError> {
+        self.on_reader(move |store| store.is_member(&conversation_id, &user_id))
+            .await
     }
 
     /// Creates a conversation ([`Store::create_conversation`]).

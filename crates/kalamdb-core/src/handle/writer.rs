@@ -1,11 +1,12 @@
 //! The group-commit writer: one thread, the store's only writer; see the [`super`] docs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::conversation::NewConversation;
 use crate::live::Hub;
 use crate::message::{Inserted, PreparedMessage, StoredMessage};
 use crate::store::{IdempotencyKey, Store, StoreError};
@@ -17,15 +18,21 @@ const QUEUE_DEPTH: usize = 4096;
 const MAX_GROUP_MESSAGES: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Vec<Inserted>, StoreError>>;
-type Group = Vec<(Vec<PreparedMessage>, Option<IdempotencyKey>, Reply)>;
+type Group = Vec<Insert>;
+
+/// One request's insert.
+pub(super) struct Insert {
+    pub(super) messages: Vec<PreparedMessage>,
+    /// Only ever set for a single-message insert.
+    pub(super) key: Option<IdempotencyKey>,
+    /// The user the messages are written for, held to membership ([`admit`]); `None` for a
+    /// caller allowed every conversation.
+    pub(super) member: Option<String>,
+    pub(super) reply: Reply,
+}
 
 pub(super) enum Job {
-    Insert {
-        messages: Vec<PreparedMessage>,
-        /// Only ever set for a single-message insert.
-        key: Option<IdempotencyKey>,
-        reply: Reply,
-    },
+    Insert(Insert),
     /// Stop after everything queued before it is written.
     Stop(oneshot::Sender<()>),
 }
@@ -84,13 +91,9 @@ fn run_writer(store: &dyn Store, hub: &Hub, mut rx: mpsc::Receiver<Job>) {
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Insert {
-                    messages,
-                    key,
-                    reply,
-                } => {
-                    total += messages.len();
-                    group.push((messages, key, reply));
+                Job::Insert(insert) => {
+                    total += insert.messages.len();
+                    group.push(insert);
                 }
                 Job::Stop(done) => {
                     stop = Some(done);
@@ -113,9 +116,10 @@ fn run_writer(store: &dyn Store, hub: &Hub, mut rx: mpsc::Receiver<Job>) {
 
 /// Writes one group, answers each of its requests, then publishes the group to subscribers.
 ///
-/// Idempotency keys are settled here, on the one writer thread, so two requests with the same
-/// key can never both store: a key already on record is answered from the record; a key seen
-/// earlier in this group waits for that request's answer.
+/// Membership and idempotency keys are settled here, on the one writer thread. A user's
+/// request is checked against the conversations as they are when the group is written
+/// ([`admit`]). Two requests with the same key can never both store: a key already on record is
+/// answered from the record; a key seen earlier in this group waits for that request's answer.
 fn commit(store: &dyn Store, hub: &Hub, group: Group) {
     let mut counts = Vec::with_capacity(group.len());
     let mut replies: Vec<Vec<Reply>> = Vec::with_capacity(group.len());
@@ -123,7 +127,19 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
     let mut keys = Vec::new();
     // Key → (its request's place in `replies`, fingerprint), for keys first seen in this group.
     let mut in_group: HashMap<String, (usize, [u8; 32])> = HashMap::new();
-    for (messages, key, reply) in group {
+    for Insert {
+        messages,
+        key,
+        member,
+        reply,
+    } in group
+    {
+        if let Some(user) = &member {
+            if let Err(refused) = admit(store, user, &messages) {
+                let _ = reply.send(Err(refused));
+                continue;
+            }
+        }
         if let Some(key) = key {
             if let Some((slot, fingerprint)) = in_group.get(&key.key) {
                 if *fingerprint == key.fingerprint {
@@ -197,4 +213,56 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
             }
         }
     }
+}
+
+/// Holds a user's messages to `../shared/DESIGN.md` §6.3: each message's conversation must have
+/// `user` as a member, or not exist yet, when it is created with `user` as its only member.
+///
+/// It runs on the writer thread, between groups, so no other insert comes between the check
+/// and the write, and a conversation that one user's first message creates is a conversation
+/// that another user's message later in the same group is refused. A refusal names the first
+/// refused message (by its place, in a batch) and changes nothing. A conversation created here is
+/// written before the group: when the group's write then fails, it stays, empty, with `user` as
+/// its member, as if they had created it with `POST /api/v1/conversations`.
+fn admit(store: &dyn Store, user: &str, messages: &[PreparedMessage]) -> Result<(), StoreError> {
+    let refused = |index: usize, conversation_id: &str| {
+        let place = if messages.len() > 1 {
+            format!("messages[{index}]: ")
+        } else {
+            String::new()
+        };
+        StoreError::NotFound(format!("{place}no conversation has id {conversation_id:?}"))
+    };
+    let mut seen = HashSet::new();
+    let mut missing = Vec::new();
+    for (index, message) in messages.iter().enumerate() {
+        let conversation_id = message.conversation_id();
+        if !seen.insert(conversation_id) {
+            continue;
+        }
+        match store.is_member(conversation_id, user)? {
+            Some(true) => {}
+            // Existence is never revealed: the same answer as for no conversation at all.
+            Some(false) => return Err(refused(index, conversation_id)),
+            None => missing.push((index, conversation_id)),
+        }
+    }
+    for (index, conversation_id) in missing {
+        let new = NewConversation {
+            conversation_id: Some(conversation_id.to_owned()),
+            members: vec![user.to_owned()],
+            ..NewConversation::default()
+        };
+        match store.create_conversation(&new) {
+            Ok(_) => {}
+            // Created meanwhile through `POST /api/v1/conversations`, which does not queue here.
+            Err(StoreError::Conflict(_)) => {
+                if store.is_member(conversation_id, user)? != Some(true) {
+                    return Err(refused(index, conversation_id));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -228,6 +228,15 @@ impl StoredMessage {
     pub fn decode(&self) -> Result<Message, serde_json::Error> {
         serde_json::from_slice(&self.json)
     }
+
+    /// The conversation it belongs to, without keeping the rest of the JSON.
+    pub fn conversation_id(&self) -> Result<String, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Only {
+            conversation_id: String,
+        }
+        serde_json::from_slice::<Only>(&self.json).map(|only| only.conversation_id)
+    }
 }
 
 #[cfg(test)]
