@@ -23,11 +23,13 @@
 //! | [`timing`] | `[middleware.timing]` | nothing: `Server-Timing` and request metrics |
 //! | [`cors`] | `[middleware.cors]` | preflights |
 //! | [`rescue`] | none | 500 `internal` for panics and unknown errors; renders all the others |
+//! | [`auth`] | `[auth]` | 401 `unauthorized`, 403 `forbidden`; sets the [`kalamdb_http::Principal`] |
 //! | [`rate_limit`] | `[middleware.rate_limit]` | 429 `rate_limited` |
 //! | [`concurrency`] | `[middleware.concurrency]` | 503 `overloaded` |
 //! | [`timeout`] | `[middleware.timeout]` | 503 `timeout` |
 //! | [`body_limit`] | `[middleware.body_limit]` | 413 `payload_too_large` |
 
+pub mod auth;
 pub mod body_limit;
 pub mod concurrency;
 pub mod cors;

@@ -9,15 +9,29 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use kalamdb_http::Principal;
+
 use super::{Config, KeyBy};
 
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 type Keyed<C> =
-    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+    RateLimiter<Key, DefaultKeyedStateStore<Key>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// Whose allowance a request spends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Ip(IpAddr),
+    Principal(Principal),
+}
 
 enum Kind<C: Clock> {
     Global(Direct<C>),
-    PerIp(Keyed<C>),
+    /// Per peer address, or (`by_principal`) per principal with the peer address for
+    /// requests without one.
+    Keyed {
+        limiter: Keyed<C>,
+        by_principal: bool,
+    },
 }
 
 /// The limiter every clone of a layer's services shares.
@@ -37,7 +51,10 @@ impl<C: Clock + Clone> Limiter<C> {
         let quota = Quota::per_second(per_second).allow_burst(burst);
         let kind = match config.key {
             KeyBy::Global => Kind::Global(RateLimiter::direct_with_clock(quota, clock.clone())),
-            KeyBy::Ip => Kind::PerIp(RateLimiter::dashmap_with_clock(quota, clock.clone())),
+            KeyBy::Ip | KeyBy::Principal => Kind::Keyed {
+                limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+                by_principal: config.key == KeyBy::Principal,
+            },
         };
         Self {
             kind,
@@ -47,14 +64,26 @@ impl<C: Clock + Clone> Limiter<C> {
         }
     }
 
-    /// Spends one request of `peer`'s allowance, or says how long until there is one.
-    pub(super) fn check(&self, peer: Option<IpAddr>) -> Result<(), Duration> {
+    /// Spends one request of the allowance of `principal` (when keyed by principal) or `peer`,
+    /// or says how long until there is one.
+    pub(super) fn check(
+        &self,
+        peer: Option<IpAddr>,
+        principal: Option<&Principal>,
+    ) -> Result<(), Duration> {
         let outcome = match &self.kind {
             Kind::Global(limiter) => limiter.check(),
-            Kind::PerIp(limiter) => {
+            Kind::Keyed {
+                limiter,
+                by_principal,
+            } => {
                 self.prune_if_due(limiter);
-                // Requests without a peer (built by hand, not off a socket) share one allowance.
-                let key = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                let key = match principal.filter(|_| *by_principal) {
+                    Some(principal) => Key::Principal(principal.clone()),
+                    // Requests without a peer (built by hand, not off a socket) share one
+                    // allowance.
+                    None => Key::Ip(peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+                };
                 limiter.check_key(&key)
             }
         };
@@ -65,7 +94,7 @@ impl<C: Clock + Clone> Limiter<C> {
     pub(super) fn tracked_keys(&self) -> usize {
         match &self.kind {
             Kind::Global(_) => 1,
-            Kind::PerIp(limiter) => limiter.len(),
+            Kind::Keyed { limiter, .. } => limiter.len(),
         }
     }
 

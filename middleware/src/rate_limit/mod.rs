@@ -2,6 +2,8 @@
 //! 429 `rate_limited` and a `Retry-After` taken from the limiter. It never makes a request wait.
 //!
 //! The limiter is [governor]'s GCRA: `key = "ip"` keeps one allowance per peer IP address,
+//! `key = "principal"` one per API key or user (the auth layer's [`kalamdb_http::Principal`],
+//! so it must sit inside the auth layer) and per peer IP address for requests without one,
 //! `key = "global"` one for the whole server. Per-IP state for peers that have gone quiet is
 //! pruned at most once per `prune_interval_ms`, by the first request after the interval, so the
 //! table grows with the number of recently active peers, not with every address ever seen.
@@ -60,7 +62,8 @@ pub const RATE_LIMITED_TOTAL: &str = "kalamdb_http_requests_rate_limited_total";
 pub struct Config {
     /// Limit request rates. Default false.
     pub enabled: bool,
-    /// Whose allowance a request spends: `ip` (its peer address) or `global`. Default `ip`.
+    /// Whose allowance a request spends: `ip` (its peer address), `principal` (its API key or
+    /// user, else its peer address) or `global`. Default `ip`.
     pub key: KeyBy,
     /// The sustained rate each key may make requests at. Default 100; at least 1.
     pub requests_per_second: u32,
@@ -76,6 +79,8 @@ pub struct Config {
 pub enum KeyBy {
     /// One allowance per peer IP address.
     Ip,
+    /// One allowance per principal (API key or user); per peer IP address without one.
+    Principal,
     /// One allowance for the whole server.
     Global,
 }

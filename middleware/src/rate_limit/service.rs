@@ -3,7 +3,7 @@ use std::task::{Context, Poll};
 
 use governor::clock::{Clock, DefaultClock};
 use http::{Request, Response};
-use kalamdb_http::{ApiError, BoxError, ClientAddr, ErrorCode};
+use kalamdb_http::{ApiError, BoxError, ClientAddr, ErrorCode, Principal};
 use tower::util::Oneshot;
 use tower::ServiceExt;
 use tower_service::Service;
@@ -51,7 +51,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let peer = request.extensions().get::<ClientAddr>().map(|a| a.0.ip());
-        match self.limiter.check(peer) {
+        let principal = request.extensions().get::<Principal>();
+        match self.limiter.check(peer, principal) {
             Ok(()) => {
                 // Take the service this one was cloned from and leave a fresh clone behind.
                 let clone = self.inner.clone();

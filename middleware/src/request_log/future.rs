@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::Response;
 use http_body::Body;
+use kalamdb_http::Principal;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tracing::Span;
@@ -64,7 +65,14 @@ where
             Ok(response) => {
                 let bytes = response.body().size_hint().exact();
                 let response_bytes = tracing::field::display(super::OrDash(bytes));
-                log!(status = response.status().as_u16(), response_bytes)
+                // Set by the auth layer: a key's name or a user's id, never a credential.
+                let principal = response.extensions().get::<Principal>();
+                let principal = tracing::field::display(super::OrDash(principal));
+                log!(
+                    status = response.status().as_u16(),
+                    response_bytes,
+                    principal
+                )
             }
             // Only when placed inside the rescue layer, which the server's stack does not do.
             Err(error) => log!(status = "error", error = %error),

@@ -1,8 +1,10 @@
 //! Request log: one `tracing` event per request when its response head is ready: method, path,
-//! status, latency in milliseconds, response bytes, request id and peer address. It is `info`,
+//! status, latency in milliseconds, response bytes, request id, peer address and principal (the
+//! auth layer's `key:<name>` or `user:<id>`, `-` without one). It is `info`,
 //! or `warn` for a request slower than `slow_request_ms`.
 //!
-//! It logs the path, never the query string or the body: message content never reaches the log.
+//! It logs the path, never the query string (where a stream's `access_token` travels) or the
+//! body: neither message content nor credentials reach the log.
 //! Place it outside the rescue layer, so that it sees every answer as the client gets it; an
 //! error that does reach it is passed on untouched and logged as `status=error`.
 //! Latency is measured with `tokio::time::Instant`, so paused-time tests see exact figures.
