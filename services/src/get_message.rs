@@ -8,7 +8,8 @@ use crate::router::PathParams;
 
 /// Answers the stored message whose id ends the path, or 404 `not_found`.
 ///
-/// The id is the path's `{msg_id}`, in decimal; anything else is a 400 naming `msg_id`.
+/// The id is the path's `{msg_id}`, in decimal; anything else is a 400 naming `msg_id`. A user
+/// (auth on) gets the same 404 for a message of a conversation they are not a member of.
 #[derive(Debug, Clone)]
 pub struct GetMessage {
     store: StoreHandle,
@@ -26,7 +27,11 @@ impl GetMessage {
         let id: MessageId = text
             .parse()
             .map_err(|e| ApiError::validation(format!("msg_id {e}; got {text:?}")))?;
-        match self.store.get(id).await? {
+        let found = match crate::access::user_of(&request) {
+            Some(user) => self.store.get_as_member(id, user).await?,
+            None => self.store.get(id).await?,
+        };
+        match found {
             // The stored JSON is exactly the API's encoding: no decode and re-encode.
             Some(stored) => Ok(json_bytes_response(StatusCode::OK, stored.json)),
             None => Err(ApiError::not_found(format!("no message has id {id}"))),

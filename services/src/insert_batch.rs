@@ -14,7 +14,8 @@ pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 1000;
 ///
 /// Nothing is stored unless everything is: an invalid message is a 400 (413 when over a size
 /// limit) naming its index (`messages[3].content must not be empty`). An empty batch and one over
-/// `max_messages` are 400.
+/// `max_messages` are 400. A user's batch (auth on) is checked message by message like a single
+/// message, and one refusal (403, 404) refuses it whole, naming the index.
 #[derive(Debug, Clone)]
 pub struct InsertBatch {
     store: StoreHandle,
@@ -44,6 +45,7 @@ impl InsertBatch {
         B: Body,
         B::Error: Into<BoxError>,
     {
+        let user = crate::access::user_of(&request);
         let (parts, body) = request.into_parts();
         let batch: BatchRequest = read_json(&parts.headers, body).await?;
         let count = batch.messages.len();
@@ -65,7 +67,18 @@ impl InsertBatch {
                 ApiError::new(api.code(), format!("messages[{index}].{e}"))
             })?;
         }
-        let inserted = self.store.insert_batch(batch.messages).await?;
+        let inserted = match user {
+            Some(user) => {
+                for (index, message) in batch.messages.iter().enumerate() {
+                    let field = format!("messages[{index}].from");
+                    crate::access::require_own_from(&user, &field, &message.from)?;
+                }
+                self.store
+                    .insert_as_member(user, batch.messages, None)
+                    .await?
+            }
+            None => self.store.insert_batch(batch.messages).await?,
+        };
         metrics::counter!(crate::metrics::MESSAGES_INSERTED_TOTAL).increment(count as u64);
         // `{"messages":[...]}`, each answer written by hand as `Inserted::write_json` does.
         let size = inserted

@@ -2,7 +2,7 @@
 
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use kalamdb_core::{IdempotencyKey, Limits, NewMessage, StoreHandle};
+use kalamdb_core::{IdempotencyKey, Limits, NewMessage, StoreError, StoreHandle};
 use kalamdb_http::{json_bytes_response, read_json, ApiError, BoxError, ResponseBody};
 use sha2::{Digest, Sha256};
 
@@ -14,7 +14,10 @@ use sha2::{Digest, Sha256};
 /// so whitespace or key order does not make a retry look different.
 ///
 /// Rejections: 415 without a JSON content type, 400 for malformed JSON or an invalid field, 413
-/// when the content or the metadata is over its limit, 503 when the store is unavailable.
+/// when the content or the metadata is over its limit, 503 when the store is unavailable. A
+/// user (auth on) gets 403 when `from` is not their id and 404 for a conversation they are not a
+/// member of; their message to a conversation that does not exist creates it, with them as its
+/// member.
 #[derive(Debug, Clone)]
 pub struct InsertMessage {
     store: StoreHandle,
@@ -32,17 +35,28 @@ impl InsertMessage {
         B: Body,
         B::Error: Into<BoxError>,
     {
+        let user = crate::access::user_of(&request);
         let (parts, body) = request.into_parts();
         let key = idempotency_key(&parts.headers)?;
         let message: NewMessage = read_json(&parts.headers, body).await?;
         message.validate(&self.limits)?;
-        let inserted = match key {
-            Some(key) => {
-                let fingerprint = fingerprint(&message);
-                let key = IdempotencyKey { key, fingerprint };
-                self.store.insert_idempotent(message, key).await?
+        let key = key.map(|key| IdempotencyKey {
+            fingerprint: fingerprint(&message),
+            key,
+        });
+        let inserted = match (user, key) {
+            (Some(user), key) => {
+                crate::access::require_own_from(&user, "from", &message.from)?;
+                let mut inserted = self
+                    .store
+                    .insert_as_member(user, vec![message], key)
+                    .await?;
+                inserted
+                    .pop()
+                    .ok_or_else(|| StoreError::Internal("the writer returned no id".into()))?
             }
-            None => self.store.insert(message).await?,
+            (None, Some(key)) => self.store.insert_idempotent(message, key).await?,
+            (None, None) => self.store.insert(message).await?,
         };
         metrics::counter!(crate::metrics::MESSAGES_INSERTED_TOTAL).increment(1);
         let mut json = Vec::with_capacity(inserted.approximate_json_len());

@@ -29,9 +29,17 @@
 //! `stack.rs` that builds it into [`Endpoints`]. Path parameters come from
 //! [`router::PathParams`], decoded once.
 //!
+//! # Access
+//!
+//! With auth on, the auth layer puts the caller's [`kalamdb_http::Principal`] in the request's
+//! extensions, and each endpoint holds a user to `../shared/DESIGN.md` §6.3 (module `access`):
+//! only the conversations they are a member of, 404 for every other, `from` their own id, no
+//! managing of members. A key, or no principal at all (auth off), may do everything.
+//!
 //! # Status codes
 //!
-//! 200, 201, 204, 400 (`invalid_json`, `validation_failed`), 404, 405, 409 (`conflict`,
+//! 200, 201, 204, 400 (`invalid_json`, `validation_failed`), 403 (`forbidden`: a user doing
+//! what users may not), 404, 405, 409 (`conflict`,
 //! `idempotency_conflict`), 413, 415, 500, 503
 //! (`unavailable`, `overloaded` past `stream.max_subscribers`, and 503 `degraded` health).
 //! [`route_name`] gives the layers a route label for a path.
@@ -73,6 +81,7 @@ macro_rules! endpoint_service {
     };
 }
 
+mod access;
 pub mod conversations;
 pub mod get_message;
 pub mod health;

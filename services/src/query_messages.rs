@@ -50,7 +50,8 @@ struct QueryRequest {
 /// `since_msg_id` and `before_msg_id` are exclusive bounds (a decimal string or a number);
 /// `limit` is 1 to the maximum; `order` is `asc` (default) or `desc`. `next_cursor` is the last
 /// returned id when `has_more`, else null: pass it as `since_msg_id` (asc) or `before_msg_id`
-/// (desc) for the next page. Every invalid field is a 400 naming it.
+/// (desc) for the next page. Every invalid field is a 400 naming it. A user (auth on) querying
+/// a conversation they are not a member of gets 404, as for one that does not exist.
 #[derive(Debug, Clone)]
 pub struct QueryMessages {
     store: StoreHandle,
@@ -68,10 +69,21 @@ impl QueryMessages {
         B: Body,
         B::Error: Into<BoxError>,
     {
+        let user = crate::access::user_of(&request);
         let (parts, body) = request.into_parts();
         let request: QueryRequest = read_json(&parts.headers, body).await?;
         let query = self.to_query(request)?;
-        let page = self.store.query(query).await?;
+        let page = match user {
+            // The check and the read are one trip to the reader.
+            Some(user) => {
+                let id = query.conversation_id.clone();
+                self.store
+                    .query_as_member(query, user)
+                    .await?
+                    .ok_or_else(|| crate::conversations::no_conversation(&id))?
+            }
+            None => self.store.query(query).await?,
+        };
         Ok(json_bytes_response(StatusCode::OK, encode_page(&page)))
     }
 

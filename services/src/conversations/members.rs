@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{conversation_id, no_content, no_conversation};
 
 /// `GET /api/v1/conversations/{conversation_id}/members`: `{"members": [...]}` in byte order,
-/// or 404.
+/// or 404 (also for a user who is not one of them).
 #[derive(Debug, Clone)]
 pub struct ListMembers {
     store: StoreHandle,
@@ -27,6 +27,9 @@ impl ListMembers {
             members: Vec<String>,
         }
         let (id, _) = conversation_id(&mut request)?;
+        if let Some(user) = crate::access::user_of(&request) {
+            crate::access::require_member(&self.store, &id, user).await?;
+        }
         match self.store.members(id.clone()).await? {
             Some(members) => Ok(json_response(StatusCode::OK, &Members { members })),
             None => Err(no_conversation(&id)),
@@ -46,6 +49,15 @@ async fn set_member<B>(
     let (id, params) = conversation_id(&mut request)?;
     let user = params.require("user_id")?.to_owned();
     validate_name("user_id", &user)?;
+    if let Some(caller) = crate::access::user_of(&request) {
+        // A user may leave a conversation they are in, and do nothing else to its members.
+        if member || caller != user {
+            return Err(ApiError::forbidden(
+                "a user token cannot add members or remove anyone but its own user",
+            ));
+        }
+        crate::access::require_member(&store, &id, caller).await?;
+    }
     if store.set_member(id.clone(), user, member).await? {
         Ok(no_content())
     } else {
@@ -54,7 +66,7 @@ async fn set_member<B>(
 }
 
 /// `PUT /api/v1/conversations/{conversation_id}/members/{user_id}`: adds the member (204, also
-/// when already one; 404 when the conversation does not exist).
+/// when already one; 404 when the conversation does not exist). Users (auth on) cannot: 403.
 #[derive(Debug, Clone)]
 pub struct PutMember {
     store: StoreHandle,
@@ -74,7 +86,8 @@ impl PutMember {
 endpoint_service!(PutMember);
 
 /// `DELETE /api/v1/conversations/{conversation_id}/members/{user_id}`: removes the member (204,
-/// also when not one; 404 when the conversation does not exist).
+/// also when not one; 404 when the conversation does not exist). A user (auth on) may remove
+/// only themselves (403 otherwise), from a conversation they are in (404 otherwise).
 #[derive(Debug, Clone)]
 pub struct DeleteMember {
     store: StoreHandle,

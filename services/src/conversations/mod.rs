@@ -30,7 +30,7 @@ fn conversation_id<B>(request: &mut Request<B>) -> Result<(String, PathParams), 
 }
 
 /// The 404 of a conversation that does not exist.
-fn no_conversation(conversation_id: &str) -> ApiError {
+pub(crate) fn no_conversation(conversation_id: &str) -> ApiError {
     ApiError::not_found(format!("no conversation has id {conversation_id:?}"))
 }
 

@@ -16,7 +16,8 @@ use super::{conversation_id, conversation_response, no_conversation};
 use crate::QueryLimits;
 
 /// `POST /api/v1/conversations`: `{conversation_id?, title?, metadata?, members?}` → 201 the
-/// conversation; 409 `conflict` when the id is taken. Without an id the server makes one up.
+/// conversation; 409 `conflict` when the id is taken. Without an id the server makes one up. A
+/// user (auth on) is made its only member; naming anyone else in `members` is 403.
 #[derive(Debug, Clone)]
 pub struct CreateConversation {
     store: StoreHandle,
@@ -34,9 +35,21 @@ impl CreateConversation {
         B: Body,
         B::Error: Into<BoxError>,
     {
+        let user = crate::access::user_of(&request);
         let (parts, body) = request.into_parts();
         let mut new: NewConversation = read_json(&parts.headers, body).await?;
         new.validate(&self.limits)?;
+        if let Some(user) = user {
+            // A user's conversation has them as its member, and only them: members are added
+            // by a key.
+            if new.members.iter().any(|member| *member != user) {
+                return Err(ApiError::forbidden(
+                    "a user token cannot add members; a conversation it creates has its user \
+                     as its only member",
+                ));
+            }
+            new.members = vec![user];
+        }
         let conversation = self.store.create_conversation(new).await?;
         Ok(conversation_response(StatusCode::CREATED, &conversation))
     }
@@ -47,7 +60,8 @@ endpoint_service!(CreateConversation);
 /// `GET /api/v1/conversations?member=&limit=&cursor=`: one page of conversations, most recent
 /// activity first, as `{conversations, count, has_more, next_cursor}`. Pass `next_cursor` back
 /// as `cursor` for the next page; every conversation that existed when the first page was read
-/// comes up at least once (`kalamdb_core::conversation`).
+/// comes up at least once (`kalamdb_core::conversation`). A user (auth on) lists their own
+/// conversations: `member` is theirs, and another user's is 403.
 #[derive(Debug, Clone)]
 pub struct ListConversations {
     store: StoreHandle,
@@ -62,7 +76,19 @@ impl ListConversations {
     }
 
     async fn handle<B>(self, request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
-        let query = self.parse(request.uri().query().unwrap_or_default())?;
+        let mut query = self.parse(request.uri().query().unwrap_or_default())?;
+        if let Some(user) = crate::access::user_of(&request) {
+            // A user lists their own conversations, whether or not they say so.
+            match &query.member {
+                Some(member) if *member != user => {
+                    return Err(ApiError::forbidden(
+                        "a user token lists only its own user's conversations; \
+                         leave member out or set it to your user id",
+                    ))
+                }
+                _ => query.member = Some(user),
+            }
+        }
         let page = self.store.list_conversations(query).await?;
         Ok(json_bytes_response(StatusCode::OK, encode_page(&page)))
     }
@@ -159,7 +185,8 @@ fn encode_page(page: &ConversationPage) -> Vec<u8> {
 
 endpoint_service!(ListConversations);
 
-/// `GET /api/v1/conversations/{conversation_id}`: the conversation, or 404.
+/// `GET /api/v1/conversations/{conversation_id}`: the conversation, or 404 (also for a user who
+/// is not one of its members).
 #[derive(Debug, Clone)]
 pub struct GetConversation {
     store: StoreHandle,
@@ -173,6 +200,9 @@ impl GetConversation {
 
     async fn handle<B>(self, mut request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
         let (id, _) = conversation_id(&mut request)?;
+        if let Some(user) = crate::access::user_of(&request) {
+            crate::access::require_member(&self.store, &id, user).await?;
+        }
         match self.store.conversation(id.clone()).await? {
             Some(conversation) => Ok(conversation_response(StatusCode::OK, &conversation)),
             None => Err(no_conversation(&id)),
@@ -184,7 +214,8 @@ endpoint_service!(GetConversation);
 
 /// `PATCH /api/v1/conversations/{conversation_id}`: `{title?, metadata?}`, where `null` clears
 /// a field → 200 the conversation, its `updated_at` moved to now (and it to the top of the
-/// listings) when anything was set; 404 when it does not exist.
+/// listings) when anything was set; 404 when it does not exist (or, for a user, when they are not
+/// one of its members).
 #[derive(Debug, Clone)]
 pub struct PatchConversation {
     store: StoreHandle,
@@ -203,9 +234,13 @@ impl PatchConversation {
         B::Error: Into<BoxError>,
     {
         let (id, _) = conversation_id(&mut request)?;
+        let user = crate::access::user_of(&request);
         let (parts, body) = request.into_parts();
         let patch: ConversationPatch = read_json(&parts.headers, body).await?;
         patch.validate(&self.limits)?;
+        if let Some(user) = user {
+            crate::access::require_member(&self.store, &id, user).await?;
+        }
         match self.store.update_conversation(id.clone(), patch).await? {
             Some(conversation) => Ok(conversation_response(StatusCode::OK, &conversation)),
             None => Err(no_conversation(&id)),

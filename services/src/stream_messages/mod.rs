@@ -81,7 +81,8 @@ impl Default for StreamLimits {
 /// Streams a conversation's messages as server-sent events; see the module docs.
 ///
 /// Rejections: 400 `validation_failed` for a bad conversation id, `since_msg_id`,
-/// `Last-Event-ID` or an unknown query parameter; 503 `overloaded` past `max_subscribers`;
+/// `Last-Event-ID` or an unknown query parameter; 404 for a user (auth on) who is not a member
+/// of the conversation; 503 `overloaded` past `max_subscribers`;
 /// 503 `unavailable` when the store cannot be read or the server is shutting down.
 #[derive(Debug, Clone)]
 pub struct StreamMessages {
@@ -106,7 +107,13 @@ impl StreamMessages {
     }
 
     async fn handle<B>(self, mut request: Request<B>) -> Result<Response<ResponseBody>, ApiError> {
+        let user = crate::access::user_of(&request);
         let request = StreamRequest::parse(&mut request)?;
+        if let Some(user) = user {
+            // Checked once, as the stream opens: a member removed later keeps the stream they
+            // have open (as they keep the pages they have read) until it ends.
+            crate::access::require_member(&self.store, &request.conversation_id, user).await?;
+        }
         let permit = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
             ApiError::new(
                 ErrorCode::Overloaded,

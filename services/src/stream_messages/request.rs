@@ -40,10 +40,13 @@ impl StreamRequest {
                         "since_msg_id must be given at most once",
                     ))
                 }
+                // The credentials of a browser's EventSource, which the auth layer has read
+                // (and which a server without auth ignores, as it does the header).
+                "access_token" => {}
                 other => {
                     let name = percent_decode_str(other).decode_utf8_lossy();
                     return Err(ApiError::validation(format!(
-                        "unknown query parameter {name:?}; the only one is since_msg_id"
+                        "unknown query parameter {name:?}; the only ones are since_msg_id and access_token"
                     )));
                 }
             }
