@@ -18,13 +18,20 @@ use tower::{Service, ServiceBuilder};
 
 use crate::config::Config;
 
+/// The one route whose token may come as `?access_token=`: a browser's `EventSource` cannot
+/// set headers.
+fn is_stream_route(path: &str) -> bool {
+    route_name(path) == "/api/v1/conversations/{conversation_id}/stream"
+}
+
 /// Builds the whole application, endpoints and layers, over `store`.
 ///
 /// Generic over the request body: the server passes hyper's `Incoming`, tests pass `Full<Bytes>`.
 /// The result never fails: every error is already a JSON response.
 ///
 /// # Panics
-/// When `config` has not passed [`Config::validate`] (a bad CORS origin, say).
+/// When `config` has not passed [`Config::validate`] (a bad CORS origin, an unreadable key
+/// file, say).
 pub fn build_app<B>(
     config: &Config,
     store: StoreHandle,
@@ -83,6 +90,15 @@ where
         // Every error and panic from here down becomes the one JSON error body. The layers
         // above never fail, so the stack's error type is Infallible.
         .layer(RescueLayer::new())
+        // Refuses requests without valid credentials before they spend anything below: one
+        // signature check (or SHA-256) each. Outside the rate limit, which may key on the
+        // principal it sets.
+        .option_layer(
+            config
+                .auth
+                .layer(is_stream_route)
+                .expect("[auth] is validated when the config is loaded"),
+        )
         // Refuses over-rate clients before they take a concurrency slot or read a byte.
         .option_layer(middleware.rate_limit.layer())
         // Sheds load beyond max_in_flight; outside the timeout, so a timed-out request gives

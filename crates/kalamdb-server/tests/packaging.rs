@@ -65,6 +65,20 @@ fn the_container_config_is_valid_and_uses_the_volumes() {
     );
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("host = \"0.0.0.0\""), "{stdout}");
+    // Listening on every interface without auth passes protected mode only because the
+    // config says the network in front is trusted; without that line it would not start.
+    assert!(stdout.contains("allow_unauthenticated = true"), "{stdout}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let unprotected = text.replace("allow_unauthenticated = true", "");
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("config.toml");
+    std::fs::write(&path, unprotected).unwrap();
+    let (status, _, stderr) = run_to_end(
+        scratch.path(),
+        &["--config", path.to_str().unwrap(), "--check-config"],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("auth.enabled"), "{stderr}");
     assert!(stdout.contains("/var/lib/kalamdb/data/rocksdb"), "{stdout}");
     assert!(stdout.contains("/var/lib/kalamdb/logs/app.log"), "{stdout}");
 

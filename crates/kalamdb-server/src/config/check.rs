@@ -12,7 +12,28 @@ impl Config {
         self.limits.validate()?;
         self.logging.validate()?;
         self.middleware.validate()?;
-        self.check_body_limit()
+        self.auth.validate()?;
+        self.check_body_limit()?;
+        self.check_protected_mode()
+    }
+
+    /// Protected mode: without auth, only loopback clients may reach the server, unless the
+    /// operator says the network in front of it is trusted.
+    fn check_protected_mode(&self) -> Result<(), InvalidSetting> {
+        let host = self.server.host;
+        if self.auth.enabled || self.auth.allow_unauthenticated || host.is_loopback() {
+            return Ok(());
+        }
+        Err(InvalidSetting::new(
+            "auth.enabled",
+            format!(
+                "is false, and server.host = \"{host}\" is not a loopback address: anyone who \
+                 reaches the port could read and write every conversation. Turn auth on \
+                 ([auth] enabled = true, with [[auth.api_keys]] or [auth.jwt]; see \
+                 config.example.toml), listen on 127.0.0.1, or, only behind a network you \
+                 trust, set auth.allow_unauthenticated = true"
+            ),
+        ))
     }
 
     /// The body limit admits a message of the largest size, however it is escaped.

@@ -46,6 +46,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[middleware.*]`: one section per layer.
     pub middleware: MiddlewareConfig,
+    /// `[auth]`: API keys, user tokens, and protected mode.
+    pub auth: kalamdb_middleware::auth::Config,
 }
 
 impl Config {

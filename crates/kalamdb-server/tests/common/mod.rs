@@ -164,10 +164,24 @@ pub(crate) fn request(
     path: &str,
     json: Option<&Value>,
 ) -> std::io::Result<Response> {
+    request_with(addr, method, path, None, json)
+}
+
+/// One HTTP/1.1 request on a fresh connection, with `Authorization: Bearer <token>` when given.
+pub(crate) fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&Value>,
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = json.map(Value::to_string).unwrap_or_default();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
     if json.is_some() {
         head.push_str("Content-Type: application/json\r\n");
     }
