@@ -54,12 +54,15 @@ fn query_body() -> String {
 }
 
 /// The query scenario's request as raw HTTP/1.1 to `server`, for asking how large its answer
-/// is.
-pub(crate) fn query_request(server: std::net::SocketAddr) -> Vec<u8> {
+/// is; with `authorization` (the header's value) under `--auth`.
+pub(crate) fn query_request(server: std::net::SocketAddr, authorization: Option<&str>) -> Vec<u8> {
     let body = query_body();
+    let credentials = authorization
+        .map(|value| format!("authorization: {value}\r\n"))
+        .unwrap_or_default();
     format!(
         "POST /api/v1/query HTTP/1.1\r\nhost: {server}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+         {credentials}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -94,11 +97,12 @@ struct Bodies {
 }
 
 impl Bodies {
-    fn new(addr: SocketAddr, connection: usize) -> Self {
+    fn new(addr: SocketAddr, connection: usize, authorization: Option<&str>) -> Self {
+        let build = |workload| build(addr, workload, connection, authorization);
         Self {
-            insert: build(addr, Workload::Insert, connection),
-            query: build(addr, Workload::Query, connection),
-            batch: build(addr, Workload::Batch, connection),
+            insert: build(Workload::Insert),
+            query: build(Workload::Query),
+            batch: build(Workload::Batch),
         }
     }
 
@@ -120,9 +124,15 @@ impl Bodies {
 }
 
 /// The one request of a single-kind workload; mixed runs interleave insert and query requests.
-fn build(addr: SocketAddr, workload: Workload, connection: usize) -> Request<Full<Bytes>> {
+fn build(
+    addr: SocketAddr,
+    workload: Workload,
+    connection: usize,
+    authorization: Option<&str>,
+) -> Request<Full<Bytes>> {
     let insert = format!(
-        r#"{{"conversation_id":"bench-c{connection}","from":"bench","content":"{}"}}"#,
+        r#"{{"conversation_id":"bench-c{connection}","from":"{}","content":"{}"}}"#,
+        crate::auth::BENCH_USER,
         "x".repeat(200)
     );
     let (path, body) = match workload {
@@ -133,21 +143,28 @@ fn build(addr: SocketAddr, workload: Workload, connection: usize) -> Request<Ful
         ),
         Workload::Query => ("/api/v1/query", query_body()),
     };
-    Request::builder()
+    let mut request = Request::builder()
         .method(Method::POST)
         .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    request
         .body(Full::new(Bytes::from(body)))
         .expect("a valid request")
 }
 
-/// Runs `workload` over `connections` connections for `duration`.
+/// Runs `workload` over `connections` connections for `duration`, each request with
+/// `authorization` (the header's value) when given.
 pub(crate) async fn run(
     addr: SocketAddr,
     workload: Workload,
     connections: usize,
     duration: Duration,
+    authorization: Option<&str>,
 ) -> Measured {
+    let authorization: Option<std::sync::Arc<str>> = authorization.map(Into::into);
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -158,11 +175,12 @@ pub(crate) async fn run(
     let tasks: Vec<_> = (0..connections)
         .map(|connection| {
             let client = client.clone();
+            let authorization = authorization.clone();
             tokio::spawn(async move {
                 let mut histogram =
                     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
                 let (mut ok, mut errors, mut n) = (0u64, 0u64, 0u64);
-                let bodies = Bodies::new(addr, connection);
+                let bodies = Bodies::new(addr, connection, authorization.as_deref());
                 while Instant::now() < deadline {
                     let request = bodies.next(workload, n);
                     let sent = Instant::now();

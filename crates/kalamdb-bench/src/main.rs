@@ -14,8 +14,10 @@
 //!   run's own keys set over it) and the no-op server, and reading peak RSS.
 //! - `preload`: filling a data directory through the store before a query run.
 //! - `stream`: the stream mode, insert → event latency with N subscribers.
+//! - `auth`: `--auth`, the credentials every request carries and the server's `[auth]`.
 //! - here: the scenarios, their alternation, and the report (table and `--json`).
 
+mod auth;
 mod disk;
 mod load;
 mod pin;
@@ -27,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use auth::Credentials;
 use clap::{Parser, Subcommand};
 use load::{Measured, Workload, QUERY_CONVERSATION};
 use pin::Plan;
@@ -85,6 +88,11 @@ struct Cli {
     /// insert or batch run, so the figures include keeping every member's listing current.
     #[arg(long, default_value_t = 0)]
     members: usize,
+    /// Run the server under test with `[auth]` on, every request (to the no-op server too)
+    /// carrying a fresh API key with the `service` role, or a user's HS256 token (the user is
+    /// made a member of every conversation the load uses). Not for the stream mode.
+    #[arg(long, value_enum)]
+    auth: Option<auth::AuthMode>,
     /// `logging.level` of the server under test [default: the server config's, else warn].
     #[arg(long)]
     log_level: Option<String>,
@@ -154,6 +162,8 @@ struct Report {
     fdatasync_p50_us: Option<u64>,
     /// `--server-config`, when the server under test started from one.
     server_config: Option<PathBuf>,
+    /// `--auth`: the credentials every request carried.
+    auth: Option<auth::AuthMode>,
     duration_secs: u64,
     rounds: usize,
     scenarios: Vec<ScenarioResult>,
@@ -253,8 +263,9 @@ fn server_binary(cli: &Cli) -> Result<PathBuf, String> {
         })
 }
 
-/// How to start the real server; `None` with `--url`, which names a server already running.
-fn real_server(cli: &Cli) -> Result<Option<RealServer>, String> {
+/// How to start the real server, with `credentials` set in its `[auth]`; `None` with `--url`,
+/// which names a server already running.
+fn real_server(cli: &Cli, credentials: Option<&Credentials>) -> Result<Option<RealServer>, String> {
     if cli.url.is_some() {
         return match cli.server_config {
             Some(_) => {
@@ -263,10 +274,13 @@ fn real_server(cli: &Cli) -> Result<Option<RealServer>, String> {
             None => Ok(None),
         };
     }
-    let base = match &cli.server_config {
+    let mut base = match &cli.server_config {
         Some(path) => servers::read_base_config(path)?,
         None => toml::Table::new(),
     };
+    if let Some(credentials) = credentials {
+        credentials.apply(&mut base);
+    }
     Ok(Some(RealServer::new(
         server_binary(cli)?,
         base,
@@ -281,7 +295,9 @@ fn start_server(
     scenario: &Scenario,
     members: usize,
     plan: Option<&Plan>,
+    credentials: Option<&Credentials>,
 ) -> Result<Option<ServerProcess>, String> {
+    let member = credentials.and_then(Credentials::member);
     let Some(real) = real else {
         return Ok(None);
     };
@@ -290,12 +306,14 @@ fn start_server(
         scenario.sync_writes,
         |data| {
             if scenario.preload > 0 {
-                if let Err(e) = preload::preload(data, QUERY_CONVERSATION, scenario.preload) {
+                let loaded = preload::preload(data, QUERY_CONVERSATION, scenario.preload, member);
+                if let Err(e) = loaded {
                     failure = Some(e);
                 }
             }
             if members > 0 && scenario.workload.writes() {
-                if let Err(e) = preload::with_members(data, scenario.connections, members) {
+                let made = preload::with_members(data, scenario.connections, members, member);
+                if let Err(e) = made {
                     failure = Some(e);
                 }
             }
@@ -338,9 +356,11 @@ async fn measure(
     addr: SocketAddr,
     scenario: &Scenario,
     duration: Duration,
+    authorization: Option<&str>,
 ) -> Measured {
     let before = process.and_then(ServerProcess::cpu_time_us);
-    let mut measured = load::run(addr, scenario.workload, scenario.connections, duration).await;
+    let (workload, connections) = (scenario.workload, scenario.connections);
+    let mut measured = load::run(addr, workload, connections, duration, authorization).await;
     let after = process.and_then(ServerProcess::cpu_time_us);
     measured.cpu_us_per_request = cpu_per_request(before, after, measured.ok + measured.errors);
     measured
@@ -354,16 +374,32 @@ fn cpu_per_request(before: Option<u64>, after: Option<u64>, requests: u64) -> Op
 
 async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
     let duration = Duration::from_secs(cli.duration_secs);
-    let real = real_server(cli)?;
+    if cli.auth.is_some() && !cli.stream.is_empty() {
+        return Err("--auth applies to the load scenarios and growth, not to --stream".into());
+    }
+    let credentials = cli.auth.map(Credentials::new).transpose()?;
+    let credentials = credentials.as_ref();
+    let authorization = credentials.map(Credentials::header);
+    let authorization = authorization.as_deref();
+    if let Some(credentials) = credentials {
+        eprintln!(
+            "auth: every request carries a {:?} credential",
+            credentials.mode()
+        );
+    }
+    let real = real_server(cli, credentials)?;
     let real = real.as_ref();
     let noop = servers::start_noop(plan, None)?;
     let mut results = Vec::new();
     let only = cli.only.as_deref().unwrap_or("");
     for scenario in selected(suite(&cli.suite)?, only) {
-        let server = start_server(real, &scenario, cli.members, plan)?;
+        let server = start_server(real, &scenario, cli.members, plan, credentials)?;
         let addr = target(cli, server.as_ref());
         let reply_bytes = match scenario.workload {
-            Workload::Query => Some(servers::reply_size(addr, &load::query_request(addr))?),
+            Workload::Query => {
+                let request = load::query_request(addr, authorization);
+                Some(servers::reply_size(addr, &request)?)
+            }
             _ => None,
         };
         let sized = reply_bytes
@@ -371,11 +407,12 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
             .transpose()?;
         let (mut real_runs, mut noop_runs, mut sized_runs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cli.rounds.max(1) {
-            noop_runs.push(measure(Some(&noop), noop.addr, &scenario, duration).await);
+            let run = |process, addr| measure(process, addr, &scenario, duration, authorization);
+            noop_runs.push(run(Some(&noop), noop.addr).await);
             if let Some(sized) = &sized {
-                sized_runs.push(measure(Some(sized), sized.addr, &scenario, duration).await);
+                sized_runs.push(run(Some(sized), sized.addr).await);
             }
-            real_runs.push(measure(server.as_ref(), addr, &scenario, duration).await);
+            real_runs.push(run(server.as_ref(), addr).await);
         }
         drop(sized);
         let sized_noop = (!sized_runs.is_empty()).then(|| median(sized_runs));
@@ -412,10 +449,11 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
             sync_writes: true,
             preload: stored,
         };
-        let server = start_server(real, &preloaded, 0, plan)?
+        let server = start_server(real, &preloaded, 0, plan, credentials)?
             .ok_or("--growth needs a started server, not --url")?;
-        let query = load::run(server.addr, Workload::Query, 16, duration).await;
-        let insert = load::run(server.addr, Workload::Insert, 64, duration).await;
+        let addr = server.addr;
+        let query = load::run(addr, Workload::Query, 16, duration, authorization).await;
+        let insert = load::run(addr, Workload::Insert, 64, duration, authorization).await;
         let result = GrowthResult {
             stored,
             query_p50_us: query.p50_us,
@@ -442,7 +480,7 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
             sync_writes: true,
             preload: 0,
         };
-        let server = start_server(real, &plain, 0, plan)?;
+        let server = start_server(real, &plain, 0, plan, None)?;
         let pause = Duration::from_millis(cli.stream_pause_ms);
         let result = stream::run(
             target(cli, server.as_ref()),
@@ -482,6 +520,7 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
         pinning: plan.cloned(),
         fdatasync_p50_us: fdatasync,
         server_config: cli.server_config.clone(),
+        auth: cli.auth,
         duration_secs: cli.duration_secs,
         rounds: cli.rounds,
         scenarios: results,
