@@ -487,6 +487,129 @@ async fn every_answer_matches_docs_openapi_yaml() {
         spec.check(template, &method, &answer);
     }
 
+    // Auth on: without credentials every operation but /health is 401; a user doing what users
+    // may not is 403; a user writing to or reading a conversation they are not in is 404.
+    let secret_file =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/auth/hs256.secret");
+    let mut secured = Config::default();
+    secured.auth.enabled = true;
+    secured.auth.api_keys = vec![kalamdb_middleware::auth::ApiKey {
+        name: "backend".into(),
+        sha256: format!(
+            "{:x}",
+            <sha2::Sha256 as sha2::Digest>::digest("service-key")
+        ),
+        role: kalamdb_middleware::auth::Role::Service,
+    }];
+    secured.auth.jwt = Some(kalamdb_middleware::auth::JwtConfig {
+        secret_file: Some(secret_file.clone()),
+        ..Default::default()
+    });
+    let secured_store = TestStore::new(secured);
+    let secured_app = secured_store.app();
+    let anonymous = [
+        (messages, post_json(messages, "{}")),
+        (batch, post_json(batch, "{}")),
+        (one, get("/api/v1/messages/1")),
+        (query, post_json(query, "{}")),
+        (stream, get("/api/v1/conversations/c/stream")),
+        (conversations, post_json(conversations, "{}")),
+        (conversations, get(conversations)),
+        (record, get("/api/v1/conversations/c")),
+        (
+            record,
+            body_request(Method::PATCH, "/api/v1/conversations/c", "{}"),
+        ),
+        (members, get("/api/v1/conversations/c/members")),
+        (
+            member,
+            body_request(Method::PUT, "/api/v1/conversations/c/members/u", ""),
+        ),
+        (
+            member,
+            body_request(Method::DELETE, "/api/v1/conversations/c/members/u", ""),
+        ),
+        ("/metrics", get("/metrics")),
+    ];
+    for (template, request) in anonymous {
+        let method = request.method().clone();
+        let answer = send(&secured_app, request).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {template}"
+        );
+        spec.check(template, &method, &answer);
+    }
+    let secret = std::fs::read(&secret_file).unwrap();
+    let user_token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "alice", "exp": jsonwebtoken::get_current_timestamp() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(&secret).unwrap(),
+    )
+    .unwrap();
+    let as_alice = |mut request: Request<Full<Bytes>>| {
+        let value = format!("Bearer {user_token}").parse().unwrap();
+        request.headers_mut().insert("authorization", value);
+        request
+    };
+    let mut service = body_request(
+        Method::POST,
+        conversations,
+        r#"{"conversation_id":"theirs"}"#,
+    );
+    service
+        .headers_mut()
+        .insert("authorization", "Bearer service-key".parse().unwrap());
+    assert_eq!(
+        send(&secured_app, service).await.status,
+        StatusCode::CREATED
+    );
+    let as_bob = json!({"conversation_id": "mine", "from": "bob", "content": "x"}).to_string();
+    let into_theirs = json!({"conversation_id": "theirs", "from": "alice", "content": "x"});
+    for (template, request, status) in [
+        (messages, post_json(messages, as_bob.clone()), 403),
+        (messages, post_json(messages, into_theirs.to_string()), 404),
+        (
+            batch,
+            post_json(batch, format!(r#"{{"messages":[{as_bob}]}}"#)),
+            403,
+        ),
+        (
+            batch,
+            post_json(batch, json!({"messages": [into_theirs]}).to_string()),
+            404,
+        ),
+        (
+            query,
+            post_json(query, r#"{"conversation_id":"theirs"}"#),
+            404,
+        ),
+        (stream, get("/api/v1/conversations/theirs/stream"), 404),
+        (
+            conversations,
+            post_json(conversations, r#"{"members":["bob"]}"#),
+            403,
+        ),
+        (conversations, get("/api/v1/conversations?member=bob"), 403),
+        (
+            member,
+            body_request(Method::PUT, "/api/v1/conversations/theirs/members/u", ""),
+            403,
+        ),
+        (
+            member,
+            body_request(Method::DELETE, "/api/v1/conversations/theirs/members/u", ""),
+            403,
+        ),
+        ("/metrics", get("/metrics"), 403),
+    ] {
+        let method = request.method().clone();
+        let answer = send(&secured_app, as_alice(request)).await;
+        assert_eq!(answer.status.as_u16(), status, "{method} {template}");
+        spec.check(template, &method, &answer);
+    }
+
     // GET /health, healthy and then degraded.
     let answer = send(&app, get("/health")).await;
     assert_eq!(answer.status, StatusCode::OK);
