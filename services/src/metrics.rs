@@ -1,7 +1,7 @@
 //! `GET /metrics`: every figure the server records, in the Prometheus text format.
 //!
 //! The figures are recorded through the [`metrics`] facade wherever they happen (the timing,
-//! rate-limit and concurrency layers, [`crate::InsertMessage`], [`crate::StreamMessages`]); this endpoint adds the ones
+//! auth, rate-limit and concurrency layers, [`crate::InsertMessage`], [`crate::StreamMessages`]); this endpoint adds the ones
 //! read on demand (the store's sizes, the process uptime) and renders the recorder that the
 //! server installed, with `metrics-exporter-prometheus`.
 //!
@@ -12,6 +12,7 @@
 //! | `kalamdb_http_requests_in_flight` | gauge | |
 //! | `kalamdb_http_requests_rate_limited_total` | counter | |
 //! | `kalamdb_http_requests_shed_total` | counter | |
+//! | `kalamdb_auth_refused_total` | counter | `status` (`401`, `403`) |
 //! | [`MESSAGES_INSERTED_TOTAL`] | counter | |
 //! | [`STREAMS_ACTIVE`] | gauge | |
 //! | [`STREAM_EVENTS_SENT_TOTAL`] | counter | |

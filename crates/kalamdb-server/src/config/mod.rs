@@ -288,6 +288,26 @@ mod tests {
                 "[middleware.request_id]\ntrust = true",
                 "middleware.request_id.trust",
             ),
+            ("[auth]\nenabled = true", "auth.enabled"),
+            ("[server]\nhost = \"0.0.0.0\"", "auth.enabled"),
+            ("[auth.jwt]\nalgorithm = \"HS512\"", "auth.jwt.algorithm"),
+            (
+                "[auth.jwt]\nalgorithm = \"RS256\"",
+                "auth.jwt.public_key_file",
+            ),
+            ("[auth]\npublic_metrics = \"yes\"", "auth.public_metrics"),
+            (
+                "[[auth.api_keys]]\nname = \"k\"\nrole = \"service\"",
+                "auth.api_keys[0]",
+            ),
+            (
+                "[[auth.api_keys]]\nname = \"k\"\nsha256 = \"x\"\nrole = \"root\"",
+                "auth.api_keys[0].role",
+            ),
+            (
+                "[[auth.api_keys]]\nname = \"k\"\nsha256 = \"x\"\nrole = \"admin\"",
+                "auth.api_keys.sha256",
+            ),
         ] {
             let (key, message) = error_for(text);
             assert_eq!(key.as_deref(), Some(expected), "{text}: {message}");
