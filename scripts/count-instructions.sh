@@ -15,7 +15,9 @@
 # includes keeping each member's listing current. `list` creates ROOMS conversations (default 100)
 # of MEMBERS members (default 2), one message each, all with the member `member-0`, then counts
 # 500 pages of that member's listing (`limit=20`): with more than 8 members a room is merged in at
-# read time, so this measures what that strategy costs a reader.
+# read time, so this measures what that strategy costs a reader. With AUTH=service or AUTH=user
+# (single, batch or query), the server runs with [auth] on and every request carries an API key
+# or an HS256 user token for the user `count`, the messages' author.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,13 @@ case "$mode" in
     *) echo "usage: $0 [single|batch|query|list] [SERVER_BINARY]" >&2; exit 2 ;;
 esac
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+auth=${AUTH:-}
+case "$auth" in
+    "" ) ;;
+    service | user) [ "$mode" != list ] && [ "${MEMBERS:-0}" = 0 ] || {
+        echo "AUTH goes with single, batch or query, without MEMBERS" >&2; exit 2; } ;;
+    *) echo "AUTH must be service or user" >&2; exit 2 ;;
+esac
 
 # $dir, and the server stopped by PID on exit.
 source scripts/server-dir.sh
@@ -43,6 +52,36 @@ sync_writes = false
 level = "warn"
 file_path = "$dir/server.log"
 EOF
+export TOKEN=""
+if [ -n "$auth" ]; then
+    key="count-key-$RANDOM$RANDOM"
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/jwt.secret"
+    cat >>"$dir/config.toml" <<EOF
+[auth]
+enabled = true
+[[auth.api_keys]]
+name = "count"
+sha256 = "$(printf %s "$key" | sha256sum | cut -d' ' -f1)"
+role = "service"
+[auth.jwt]
+secret_file = "$dir/jwt.secret"
+EOF
+    if [ "$auth" = service ]; then
+        TOKEN=$key
+    else
+        # HS256 by hand (the standard library has all it takes): {"sub": "count"}, a day long.
+        TOKEN=$(python3 - "$dir/jwt.secret" <<'EOF'
+import base64, hashlib, hmac, json, sys, time
+secret = open(sys.argv[1], "rb").read()
+b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=")
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+claims = b64(json.dumps({"sub": "count", "exp": int(time.time()) + 86400}).encode())
+signature = b64(hmac.new(secret, head + b"." + claims, hashlib.sha256).digest())
+print((head + b"." + claims + b"." + signature).decode())
+EOF
+)
+    fi
+fi
 
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
     "$binary" --config "$dir/config.toml" >"$dir/valgrind.log" 2>&1 &
@@ -54,8 +93,11 @@ done
 
 send() {
     python3 - "$1" "$port" "${2:-$mode}" <<'EOF'
-import http.client, json, sys
+import http.client, json, os, sys
 count, port, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+headers = {"content-type": "application/json"}
+if os.environ.get("TOKEN"):
+    headers["authorization"] = "Bearer " + os.environ["TOKEN"]
 message = {"conversation_id": "count-c1", "from": "count", "content": "x" * 200}
 if mode == "batch" or mode == "preload":
     if mode == "preload":
@@ -72,7 +114,7 @@ connections = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
 for i in range(count):
     connection = connections[i % 4]
     method = "GET" if body is None else "POST"
-    connection.request(method, path, body=body, headers={"content-type": "application/json"})
+    connection.request(method, path, body=body, headers=headers)
     response = connection.getresponse()
     response.read()
     if response.status >= 300:

@@ -415,6 +415,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_members_insert_is_admitted_refused_or_creates_the_conversation() {
+        let (mem, faulty) = stores();
+        let handle = StoreHandle::new(faulty.clone());
+        handle
+            .create_conversation(NewConversation {
+                conversation_id: Some("team".into()),
+                members: vec!["alice".into()],
+                ..NewConversation::default()
+            })
+            .await
+            .unwrap();
+        let as_member = |user: &str, ids: &[&str]| {
+            let messages = ids.iter().map(|id| new_message(id, "x")).collect();
+            handle.insert_as_member(user.into(), messages, None)
+        };
+        assert_eq!(as_member("alice", &["team"]).await.unwrap().len(), 1);
+        // Bob is not in "team": refused, named by its place in the batch, and nothing of the
+        // batch is stored or created.
+        let writes = faulty.writes();
+        match as_member("bob", &["new", "team"]).await {
+            Err(StoreError::NotFound(message)) => {
+                assert_eq!(message, "messages[1]: no conversation has id \"team\"")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(faulty.writes(), writes);
+        assert_eq!(mem.is_member("new", "bob").unwrap(), None);
+        // A conversation that does not exist is created with the writer as its only member.
+        as_member("bob", &["new", "new"]).await.unwrap();
+        assert_eq!(mem.members("new").unwrap().unwrap(), ["bob"]);
+        assert_eq!(mem.is_member("new", "alice").unwrap(), Some(false));
+        assert!(matches!(
+            as_member("alice", &["new"]).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let page = handle.query_as_member(any_query_of("new"), "alice".into());
+        assert!(page.await.unwrap().is_none());
+        let page = handle.query_as_member(any_query_of("new"), "bob".into());
+        assert_eq!(page.await.unwrap().unwrap().messages.len(), 2);
+    }
+
+    #[tokio::test]
     async fn a_failed_write_reaches_the_caller() {
         let (_, faulty) = stores();
         faulty.fail_writes(true);
@@ -562,6 +604,13 @@ mod tests {
             panic!("expected a message");
         };
         assert_eq!(got.msg_id, kept.msg_id);
+    }
+
+    fn any_query_of(conversation_id: &str) -> Query {
+        Query {
+            conversation_id: conversation_id.into(),
+            ..any_query()
+        }
     }
 
     fn any_query() -> Query {
