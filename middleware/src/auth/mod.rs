@@ -5,7 +5,9 @@
 //! Credentials are `Authorization: Bearer <token>`. A token with two dots is a JWT, a user
 //! token: its signature (HS256 with a secret file, RS256 or ES256 with a public key file), `exp`
 //! (required), `nbf`, and `iss`/`aud` when configured are checked, with `leeway_secs` of clock
-//! skew, and the user id is its `user_claim` claim. Anything else is an API key, found by its
+//! skew, and the user id is its `user_claim` claim. A token that passed is remembered (up to
+//! 16,384 of them) until its `exp`, so an app's next requests with it cost a map lookup, not a
+//! signature check. Anything else is an API key, found by its
 //! SHA-256 among `[[auth.api_keys]]` with a constant-time comparison; its role is `service` or
 //! `admin`. The stream endpoint also takes `?access_token=`, since a browser's `EventSource`
 //! cannot set headers; no other path reads it.

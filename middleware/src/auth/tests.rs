@@ -365,6 +365,37 @@ async fn time_issuer_audience_and_user_claims_are_checked() {
 }
 
 #[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let jwt = JwtConfig {
+        leeway_secs: 0,
+        ..jwt_config(JwtAlgorithm::HS256)
+    };
+    let harness = Harness::new(config(jwt));
+    let short = token(
+        JwtAlgorithm::HS256,
+        &json!({"sub": "alice", "exp": now() + 1}),
+    );
+    // The first request verifies it; the next ones find it remembered.
+    for _ in 0..3 {
+        let answer = harness.with_token("/api/v1/query", &short).await;
+        assert_eq!(answer.body, json!("user:alice"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let answer = harness.with_token("/api/v1/query", &short).await;
+    assert_refused(&answer, "expired", &short);
+    // A token with another signature is never taken for the remembered one.
+    let other = user_token(JwtAlgorithm::HS256, "alice");
+    let at = other.len() - 10;
+    let flipped = if &other[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flipped}{}", &other[..at], &other[at + 1..]);
+    assert_refused(
+        &harness.with_token("/api/v1/query", &forged).await,
+        "",
+        &forged,
+    );
+}
+
+#[tokio::test]
 async fn jwts_are_refused_when_no_user_tokens_are_configured() {
     let harness = Harness::new(Config {
         jwt: None,
