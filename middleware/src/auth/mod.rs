@@ -1,4 +1,4 @@
-//! Auth: turns a request's credentials into a [`Principal`] in its extensions, or refuses it
+//! Auth: turns a request's credentials into a [`kalamdb_http::Principal`] in its extensions, or refuses it
 //! with 401 `unauthorized` (403 `forbidden` for `/metrics` without an admin key). Configured
 //! from `[auth]`; the rules are `../shared/DESIGN.md` §6.3.
 //!
