@@ -49,7 +49,8 @@ pub use handle::StoreHandle;
 pub use id::{Clock, IdError, IdGenerator, MessageId, SystemClock};
 pub use live::{Delivery, Subscription};
 pub use message::{
-    Inserted, Limits, Message, NewMessage, PreparedMessage, StoredMessage, ValidationError,
+    Inserted, Limits, Message, MessagePatch, NewMessage, PreparedMessage, StoredMessage,
+    ValidationError,
 };
 pub use query::{Order, Page, Query};
 pub use store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};

@@ -1,5 +1,5 @@
 //! Live fan-out: each stored message is published, once its write has committed, to whoever
-//! subscribed to its conversation.
+//! subscribed to its conversation; so are edits and deletes ([`Change`]).
 //!
 //! The [`Hub`] keeps one `tokio::sync::broadcast` channel per conversation with at least one
 //! subscriber, and drops it when the last one leaves. Only the writer thread publishes, in commit
@@ -7,6 +7,9 @@
 //! subscriber that falls more than [`CHANNEL_CAPACITY`] messages behind is told it
 //! [`Missed`](Delivery::Missed) some, and catches up by reading the store after the last id it
 //! handled. Every published message is already committed, so that read finds all it missed.
+//! Edits and deletes are published by the writer too, in the order they reach it
+//! ([`crate::StoreHandle`] queues them behind the inserts committed before them); one that a
+//! lagging subscriber missed is not replayed: a client re-reads a page to see them.
 //!
 //! [`StoreHandle::subscribe`](crate::StoreHandle::subscribe) is the way in;
 //! [`StoreHandle::end_streams`](crate::StoreHandle::end_streams) ends every subscription, for a
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, watch};
 
+use crate::id::MessageId;
 use crate::message::{PreparedMessage, StoredMessage};
 
 /// How many published messages a conversation's channel holds for its slowest subscriber before
@@ -26,7 +30,25 @@ use crate::message::{PreparedMessage, StoredMessage};
 /// store, which is cheap.
 pub const CHANNEL_CAPACITY: usize = 128;
 
-type Topics = HashMap<String, broadcast::Sender<Arc<StoredMessage>>>;
+type Topics = HashMap<String, broadcast::Sender<Delivery>>;
+
+/// A change to a conversation other than a new message, as its subscribers learn of it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A message's content or metadata changed: the message as it is now.
+    Updated(Arc<StoredMessage>),
+    /// A message was deleted.
+    Deleted(MessageId),
+    /// Every message below `before` was deleted (a trim, or retention): `deleted` of them.
+    Trimmed {
+        /// The exclusive bound.
+        before: MessageId,
+        /// How many went.
+        deleted: u64,
+    },
+    /// The conversation was deleted; nothing more comes.
+    ConversationDeleted,
+}
 
 /// The per-conversation channels. Shared by the handle (subscribing) and the writer (publishing).
 #[derive(Debug)]
@@ -115,8 +137,19 @@ impl Hub {
         for (conversation_id, stored) in encoded {
             if let Some(sender) = topics.get(conversation_id) {
                 // An error means the last subscriber left since `watched_in`: nobody to tell.
-                let _ = sender.send(stored);
+                let _ = sender.send(Delivery::Message(stored));
             }
+        }
+    }
+
+    /// Publishes a committed change to a conversation's subscribers. Never blocks.
+    pub(crate) fn publish_change(&self, conversation_id: &str, change: Change) {
+        if self.watched.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if let Some(sender) = self.topics().get(conversation_id) {
+            // An error means nobody listens any more.
+            let _ = sender.send(Delivery::Changed(change));
         }
     }
 }
@@ -126,6 +159,8 @@ impl Hub {
 pub enum Delivery {
     /// The next message stored in the conversation.
     Message(Arc<StoredMessage>),
+    /// An edit or a delete, in its place among the messages.
+    Changed(Change),
     /// The subscriber fell behind and some messages were dropped for it. Read the store after
     /// the last message handled to get them; later deliveries may repeat some of what that read
     /// returns, so skip ids already handled.
@@ -142,7 +177,7 @@ pub enum Delivery {
 #[derive(Debug)]
 pub struct Subscription {
     /// `None` only while dropping, so the channel can be released under the lock.
-    receiver: Option<broadcast::Receiver<Arc<StoredMessage>>>,
+    receiver: Option<broadcast::Receiver<Delivery>>,
     ended: watch::Receiver<bool>,
     conversation_id: String,
     hub: Arc<Hub>,
@@ -160,7 +195,7 @@ impl Subscription {
             biased;
             _ = self.ended.wait_for(|ended| *ended) => Delivery::Ended,
             received = receiver.recv() => match received {
-                Ok(message) => Delivery::Message(message),
+                Ok(delivery) => delivery,
                 Err(broadcast::error::RecvError::Lagged(_)) => Delivery::Missed,
                 // The hub keeps the sender while any receiver lives; this is the same as ending.
                 Err(broadcast::error::RecvError::Closed) => Delivery::Ended,

@@ -4,7 +4,9 @@ use crate::conversation::{
     Conversation, ConversationPage, ConversationPatch, ConversationQuery, NewConversation,
 };
 use crate::id::{IdError, MessageId};
-use crate::message::{Inserted, NewMessage, PreparedMessage, StoredMessage, ValidationError};
+use crate::message::{
+    Inserted, MessagePatch, NewMessage, PreparedMessage, StoredMessage, ValidationError,
+};
 use crate::query::{Page, Query};
 
 /// Why a store operation failed.
@@ -103,6 +105,16 @@ impl From<IdError> for StoreError {
 /// change in the same atomic write as the messages that change them, so they are exact at all
 /// times, and a batch that fails changes none of them. Listings follow
 /// [`crate::conversation`]'s rules for the cursor.
+///
+/// # Edits and deletes
+///
+/// Edits and deletes (`../shared/DESIGN.md` §6.2) are atomic like inserts and keep the records
+/// exact: a delete lowers `message_count` in the same write and moves `last_message` to the
+/// newest message left. Deletes are hard: once a call returns, no read returns what it removed,
+/// and a store that keeps files erases the removed bytes from them within its own bound
+/// (the RocksDB store's `storage.erase_within_secs`). A message's idempotency record outlives
+/// the message (a retry is answered as the first time and stores nothing) but not its
+/// conversation: [`Store::delete_conversation`] erases those records too.
 pub trait Store: Send + Sync + 'static {
     /// Stores `messages` atomically, all or none, giving them strictly increasing ids in input
     /// order (see the trait's Ids and Visibility). When this returns `Ok`, the messages are as
@@ -171,6 +183,31 @@ pub trait Store: Send + Sync + 'static {
         user_id: &str,
         member: bool,
     ) -> Result<bool, StoreError>;
+
+    /// Replaces a message's content and/or metadata (`patch` is validated) and stamps it
+    /// `edited_at` = now; the conversation's `updated_at` moves to now as well. `None` when no
+    /// message has that id.
+    fn update_message(
+        &self,
+        id: MessageId,
+        patch: &MessagePatch,
+    ) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// Deletes one message; the id of its conversation, `None` when no message has that id.
+    fn delete_message(&self, id: MessageId) -> Result<Option<String>, StoreError>;
+
+    /// Deletes every message of the conversation with an id below `before`: how many, `None`
+    /// when the conversation does not exist.
+    fn trim_conversation(
+        &self,
+        conversation_id: &str,
+        before: MessageId,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Deletes a conversation and everything of it: messages, their index entries and
+    /// idempotency records, members, listing entries and record. `false` when it does not
+    /// exist. A message written to the same id afterwards starts a new conversation.
+    fn delete_conversation(&self, conversation_id: &str) -> Result<bool, StoreError>;
 
     /// Probes the storage medium: fails when the store can no longer read or write.
     fn health_check(&self) -> Result<(), StoreError>;

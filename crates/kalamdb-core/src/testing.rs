@@ -20,7 +20,7 @@ use crate::conversation::{
     NewConversation,
 };
 use crate::id::{IdGenerator, MessageId};
-use crate::message::{Inserted, PreparedMessage, StoredMessage};
+use crate::message::{Inserted, Message, MessagePatch, PreparedMessage, StoredMessage};
 use crate::query::{Order, Page, Query};
 use crate::store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};
 
@@ -76,6 +76,27 @@ impl State {
             title: record.title.clone(),
             metadata: record.metadata.clone(),
         })
+    }
+}
+
+impl State {
+    /// Takes messages out of a conversation, keeping its record exact: the count, and the
+    /// last message the newest one left.
+    fn remove(&mut self, conversation_id: &str, ids: &[MessageId]) {
+        for id in ids {
+            self.messages.remove(&(conversation_id.to_owned(), *id));
+            self.index.remove(id);
+        }
+        let newest = self
+            .messages
+            .range((conversation_id.to_owned(), MessageId::MIN)..)
+            .take_while(|((c, _), _)| c == conversation_id)
+            .last()
+            .map(|((_, id), _)| *id);
+        if let Some(record) = self.conversations.get_mut(conversation_id) {
+            record.message_count -= ids.len() as u64;
+            record.last_id = newest;
+        }
     }
 }
 
@@ -373,6 +394,82 @@ impl Store for MemStore {
         Ok(true)
     }
 
+    fn update_message(
+        &self,
+        id: MessageId,
+        patch: &MessagePatch,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        self.open()?;
+        let mut state = self.state();
+        let Some(conversation) = state.index.get(&id).cloned() else {
+            return Ok(None);
+        };
+        let key = (conversation.clone(), id);
+        let mut message: Message = serde_json::from_slice(&state.messages[&key])
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let minted = self.ids.next_id()?;
+        message.apply(patch, minted.timestamp_ms());
+        let json = message.to_json();
+        state.messages.insert(key, json.clone());
+        if let Some(record) = state.conversations.get_mut(&conversation) {
+            record.updated_at = record.updated_at.max(minted.timestamp_ms());
+            record.activity = minted.as_u64();
+        }
+        Ok(Some(StoredMessage { msg_id: id, json }))
+    }
+
+    fn delete_message(&self, id: MessageId) -> Result<Option<String>, StoreError> {
+        self.open()?;
+        let mut state = self.state();
+        let Some(conversation) = state.index.get(&id).cloned() else {
+            return Ok(None);
+        };
+        state.remove(&conversation, &[id]);
+        Ok(Some(conversation))
+    }
+
+    fn trim_conversation(
+        &self,
+        conversation_id: &str,
+        before: MessageId,
+    ) -> Result<Option<u64>, StoreError> {
+        self.open()?;
+        let mut state = self.state();
+        if !state.conversations.contains_key(conversation_id) {
+            return Ok(None);
+        }
+        let owned = conversation_id.to_owned();
+        let ids: Vec<MessageId> = state
+            .messages
+            .range((owned.clone(), MessageId::MIN)..(owned, before))
+            .map(|((_, id), _)| *id)
+            .collect();
+        state.remove(conversation_id, &ids);
+        Ok(Some(ids.len() as u64))
+    }
+
+    fn delete_conversation(&self, conversation_id: &str) -> Result<bool, StoreError> {
+        self.open()?;
+        let mut state = self.state();
+        if state.conversations.remove(conversation_id).is_none() {
+            return Ok(false);
+        }
+        let owned = conversation_id.to_owned();
+        let ids: Vec<MessageId> = state
+            .messages
+            .range((owned.clone(), MessageId::MIN)..=(owned, MessageId::from_u64(u64::MAX)))
+            .map(|((_, id), _)| *id)
+            .collect();
+        for id in ids {
+            state.messages.remove(&(conversation_id.to_owned(), id));
+            state.index.remove(&id);
+        }
+        state
+            .keys
+            .retain(|_, record| record.inserted.conversation_id != conversation_id);
+        Ok(true)
+    }
+
     fn health_check(&self) -> Result<(), StoreError> {
         self.open()
     }
@@ -470,6 +567,17 @@ impl Faulty {
     }
 }
 
+impl Faulty {
+    /// What an edit or delete goes through first: the write delay, and failing on command.
+    fn before_change(&self) -> Result<(), StoreError> {
+        wait(&self.write_delay_us);
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("disk full".into()));
+        }
+        Ok(())
+    }
+}
+
 fn micros(delay: Duration) -> u64 {
     u64::try_from(delay.as_micros()).unwrap_or(u64::MAX)
 }
@@ -558,6 +666,34 @@ impl Store for Faulty {
         member: bool,
     ) -> Result<bool, StoreError> {
         self.inner.set_member(conversation_id, user_id, member)
+    }
+
+    fn update_message(
+        &self,
+        id: MessageId,
+        patch: &MessagePatch,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        self.before_change()?;
+        self.inner.update_message(id, patch)
+    }
+
+    fn delete_message(&self, id: MessageId) -> Result<Option<String>, StoreError> {
+        self.before_change()?;
+        self.inner.delete_message(id)
+    }
+
+    fn trim_conversation(
+        &self,
+        conversation_id: &str,
+        before: MessageId,
+    ) -> Result<Option<u64>, StoreError> {
+        self.before_change()?;
+        self.inner.trim_conversation(conversation_id, before)
+    }
+
+    fn delete_conversation(&self, conversation_id: &str) -> Result<bool, StoreError> {
+        self.before_change()?;
+        self.inner.delete_conversation(conversation_id)
     }
 
     fn health_check(&self) -> Result<(), StoreError> {

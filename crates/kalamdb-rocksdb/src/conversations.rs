@@ -95,7 +95,7 @@ fn skip_budget(limit: usize) -> usize {
 
 /// The listings a conversation's `u` and `c` entries are kept in: the server's, then each
 /// member's while it is not large.
-fn listings(state: &ConversationState) -> impl Iterator<Item = &str> {
+pub(crate) fn listings(state: &ConversationState) -> impl Iterator<Item = &str> {
     std::iter::once("").chain(
         state
             .members
@@ -354,7 +354,7 @@ impl RocksStore {
     }
 
     /// Drops a conversation's cached state: called by every change made outside `note_messages`.
-    fn forget(&self, conversation_id: &str) {
+    pub(crate) fn forget(&self, conversation_id: &str) {
         self.states
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -859,7 +859,10 @@ impl RocksStore {
     }
 
     /// A conversation's state as of now (callers hold the writer lock).
-    fn state(&self, conversation_id: &str) -> Result<Option<ConversationState>, StoreError> {
+    pub(crate) fn state(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationState>, StoreError> {
         self.state_in(&self.db.snapshot(), conversation_id)
     }
 
@@ -929,6 +932,31 @@ impl RocksStore {
         Ok(())
     }
 
+    /// How many messages of the conversation have ids below `floor`: the oldest keys, read
+    /// forward from the newest of them.
+    fn count_below(
+        &self,
+        snapshot: &Snapshot<'_>,
+        conversation_id: &str,
+        floor: MessageId,
+    ) -> Result<u64, StoreError> {
+        let Some((lower, upper)) = keys::id_range(conversation_id, None, Some(floor)) else {
+            return Ok(0);
+        };
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(lower);
+        options.set_iterate_upper_bound(upper);
+        let mut messages = snapshot.raw_iterator_cf_opt(self.cf(CF_MESSAGES), options);
+        messages.seek_to_first();
+        let mut count = 0;
+        while messages.valid() {
+            count += 1;
+            messages.next();
+        }
+        messages.status().map_err(store_error)?;
+        Ok(count)
+    }
+
     /// The state of a conversation a listing names, which must exist: the entry and the record
     /// are written together. As stored: a deferred one's may not count its newest messages,
     /// which [`Self::count_unsaved`] adds; any other's is whole.
@@ -960,7 +988,17 @@ impl RocksStore {
             )
             .map_err(store_error)?;
         let (title, metadata) = decode_details(conversation_id, details)?;
-        let last_message = match state.last_id {
+        // Messages past retention are gone from reads at once, from the count too, before the
+        // sweep deletes them.
+        let (message_count, last_id) = match self.floor() {
+            Some(floor) if state.last_id.is_none_or(|id| id < floor) => (0, None),
+            Some(floor) => {
+                let expired = self.count_below(snapshot, conversation_id, floor)?;
+                (state.message_count.saturating_sub(expired), state.last_id)
+            }
+            None => (state.message_count, state.last_id),
+        };
+        let last_message = match last_id {
             Some(id) => {
                 let value = snapshot
                     .get_pinned_cf_opt(
@@ -988,7 +1026,7 @@ impl RocksStore {
             conversation_id: conversation_id.to_owned(),
             created_at: state.created_at,
             updated_at: state.updated_at,
-            message_count: state.message_count,
+            message_count,
             last_message,
             title,
             metadata,
@@ -1021,7 +1059,7 @@ fn decode_details(
 }
 
 /// Moves a conversation's `u` entry in one listing from `from` to `to`.
-fn move_entry(
+pub(crate) fn move_entry(
     batch: &mut WriteBatch,
     activity: &rocksdb::ColumnFamily,
     listing: &str,
@@ -1061,7 +1099,7 @@ fn defer(
 /// Moves a deferred conversation's `u` entries to its `updated_at` and drops its `p` entries;
 /// nothing for one that is not deferred. Every change to a conversation's members catches it up
 /// first, so the listings it was deferred in are the ones its state names now.
-fn catch_up(
+pub(crate) fn catch_up(
     batch: &mut WriteBatch,
     activity: &rocksdb::ColumnFamily,
     conversation_id: &str,

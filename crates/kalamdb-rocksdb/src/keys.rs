@@ -827,3 +827,140 @@ mod tests {
         assert_eq!(decode_value(&value), Some(&b"c1"[..]));
     }
 }
+
+/// `meta` key of the highest id a delete removed (u64 big-endian): the id generator is seeded
+/// above it too, so deleting the newest messages never lets a restart mint their ids again.
+pub const META_ID_FLOOR: &[u8] = b"id_floor";
+
+/// What every `meta` key of the erase queue starts with; see [`erase_key`].
+pub const META_ERASE_PREFIX: &[u8] = b"erase\x00";
+
+/// A `meta` key of the erase queue (`crate::erase`): [`META_ERASE_PREFIX`] ‖ the operation's
+/// number (u64 big-endian) ‖ the part (u32 big-endian). Part 0 is written by the delete itself
+/// and says it committed; parts from 1 hold ids written ahead of it.
+pub fn erase_key(op: u64, part: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(META_ERASE_PREFIX.len() + 12);
+    key.extend_from_slice(META_ERASE_PREFIX);
+    key.extend_from_slice(&op.to_be_bytes());
+    key.extend_from_slice(&part.to_be_bytes());
+    key
+}
+
+/// The operation and part of an erase queue key.
+pub fn decode_erase_key(key: &[u8]) -> Option<(u64, u32)> {
+    let rest = key.strip_prefix(META_ERASE_PREFIX)?;
+    let (op, part) = rest.split_at_checked(8)?;
+    Some((
+        u64::from_be_bytes(op.try_into().ok()?),
+        u32::from_be_bytes(part.try_into().ok()?),
+    ))
+}
+
+/// One piece of work the eraser owes a delete (`crate::erase`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EraseTask {
+    /// Compact `[start, end)` of the column family at this place in [`COLUMN_FAMILIES`], to the
+    /// bottom level, so no file keeps what was deleted there.
+    Compact {
+        /// The column family's place in [`COLUMN_FAMILIES`].
+        cf: u8,
+        /// The first key.
+        start: Vec<u8>,
+        /// The first key past the range.
+        end: Vec<u8>,
+    },
+    /// Drop the `message_index` entries of these ids whose messages are gone.
+    Index(Vec<u64>),
+    /// Drop the idempotency records of the conversation's messages up to this id.
+    Keys {
+        /// The deleted conversation.
+        conversation_id: String,
+        /// Its highest id when it was deleted: a conversation of the same id made later has
+        /// higher ones.
+        up_to: u64,
+    },
+}
+
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// An erase queue value: [`VALUE_VERSION`] ‖ when it was queued (ms, u64 big-endian) ‖ each
+/// task: a tag byte (`r`, `i`, `k`) and its fields, byte strings prefixed by their u32 length.
+pub fn encode_erase(created_ms: u64, tasks: &[EraseTask]) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    out.extend_from_slice(&created_ms.to_be_bytes());
+    for task in tasks {
+        match task {
+            EraseTask::Compact { cf, start, end } => {
+                out.push(b'r');
+                out.push(*cf);
+                push_bytes(&mut out, start);
+                push_bytes(&mut out, end);
+            }
+            EraseTask::Index(ids) => {
+                out.push(b'i');
+                out.extend_from_slice(&u32::try_from(ids.len()).unwrap_or(0).to_be_bytes());
+                for id in ids {
+                    out.extend_from_slice(&id.to_be_bytes());
+                }
+            }
+            EraseTask::Keys {
+                conversation_id,
+                up_to,
+            } => {
+                out.push(b'k');
+                push_bytes(&mut out, conversation_id.as_bytes());
+                out.extend_from_slice(&up_to.to_be_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Reads an [`encode_erase`] value: when it was queued and its tasks.
+pub fn decode_erase(value: &[u8]) -> Option<(u64, Vec<EraseTask>)> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        *rest = tail;
+        Some(head)
+    }
+    fn u32_of(rest: &mut &[u8]) -> Option<u32> {
+        Some(u32::from_be_bytes(take(rest, 4)?.try_into().ok()?))
+    }
+    fn u64_of(rest: &mut &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(take(rest, 8)?.try_into().ok()?))
+    }
+    fn bytes_of(rest: &mut &[u8]) -> Option<Vec<u8>> {
+        let n = u32_of(rest)? as usize;
+        take(rest, n).map(<[u8]>::to_vec)
+    }
+    let mut rest = decode_value(value)?;
+    let created = u64_of(&mut rest)?;
+    let mut tasks = Vec::new();
+    while let Some((&tag, tail)) = rest.split_first() {
+        rest = tail;
+        tasks.push(match tag {
+            b'r' => EraseTask::Compact {
+                cf: take(&mut rest, 1)?[0],
+                start: bytes_of(&mut rest)?,
+                end: bytes_of(&mut rest)?,
+            },
+            b'i' => {
+                let n = u32_of(&mut rest)? as usize;
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(u64_of(&mut rest)?);
+                }
+                EraseTask::Index(ids)
+            }
+            b'k' => EraseTask::Keys {
+                conversation_id: String::from_utf8(bytes_of(&mut rest)?).ok()?,
+                up_to: u64_of(&mut rest)?,
+            },
+            _ => return None,
+        });
+    }
+    Some((created, tasks))
+}

@@ -12,11 +12,14 @@
 //! - `store.rs`: the [`Store`] trait's methods: writes, reads, probes and figures.
 //! - `conversations.rs`: conversation records, listings by activity and members: what each
 //!   write adds to its batch, and the conversation methods of [`Store`].
+//! - `erase.rs`: edits, deletes and trims, retention, and the erasure of deleted bytes from
+//!   the files within `storage.erase_within_secs`, with the maintenance thread that runs it.
 //!
 //! # Config keys it serves
 //!
-//! `storage.rocksdb_path`, `storage.sync_writes`, `storage.compression` and `server.node_id`,
-//! through [`StoreOptions`].
+//! `storage.rocksdb_path`, `storage.sync_writes`, `storage.compression`,
+//! `storage.erase_within_secs`, `retention.max_age_secs` and `server.node_id`, through
+//! [`StoreOptions`].
 //!
 //! # Writes
 //!
@@ -51,6 +54,7 @@
 //! 5 only marks stores that may hold deferred members' entries, which a version-4 build misreads.
 
 mod conversations;
+mod erase;
 pub mod keys;
 mod open;
 mod options;
@@ -66,6 +70,7 @@ use rocksdb::{ColumnFamily, WriteOptions, DB};
 pub use crate::conversations::{
     CATCH_UP_PER_WRITE, INDEXED_MEMBERS, LISTING_LAG_MS, MAX_DEFERRED, UNSAVED_MESSAGES,
 };
+pub use crate::erase::CHUNK;
 use crate::keys::CF_IDEMPOTENCY;
 use crate::open::highest_id;
 pub use crate::open::OpenError;
@@ -85,6 +90,14 @@ pub struct RocksStore {
     write_options: WriteOptions,
     idempotency_ttl_ms: u64,
     closed: AtomicBool,
+    /// The erase queue's state, retention and the maintenance thread (`erase.rs`).
+    eraser: erase::Eraser,
+}
+
+impl Drop for RocksStore {
+    fn drop(&mut self) {
+        self.stop_maintenance();
+    }
 }
 
 impl std::fmt::Debug for RocksStore {

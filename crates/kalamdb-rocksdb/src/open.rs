@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use kalamdb_core::{IdGenerator, MessageId};
 use rocksdb::{
-    Cache, ColumnFamilyDescriptor, CompactionDecision, IteratorMode, Options, WriteBatch,
+    Cache, ColumnFamilyDescriptor, CompactionDecision, IteratorMode, LogLevel, Options, WriteBatch,
     WriteOptions, DB,
 };
 
@@ -58,9 +58,22 @@ impl RocksStore {
             reason: e.to_string(),
         })?;
 
-        let mut db_options = Options::default();
+        // Erasure (`erase.rs`) also needs the MANIFEST, which records each table file's first
+        // and last key, to start afresh on every change: a small snapshot of the live files per
+        // flush or compaction, instead of an append-only log of every key range ever written.
+        let mut db_options = Options::default()
+            .get_options_from_string("max_manifest_file_size=1;max_manifest_space_amp_pct=0")
+            .map_err(rocks_err)?;
+        // RocksDB's info log names the key ranges of manual compactions, which are those of
+        // deleted conversations: warnings and errors only.
+        db_options.set_log_level(LogLevel::Warn);
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
+        // Erasure (`erase.rs`) relies on an obsolete WAL file being deleted: never kept for
+        // reuse or in an archive, whatever RocksDB's defaults become.
+        db_options.set_recycle_log_file_num(0);
+        db_options.set_wal_ttl_seconds(0);
+        db_options.set_wal_size_limit_mb(0);
         db_options.increase_parallelism(
             std::thread::available_parallelism().map_or(2, |n| n.get()) as i32,
         );
@@ -117,6 +130,7 @@ impl RocksStore {
         db.write(batch).map_err(rocks_err)?;
 
         tracing::debug!(path = %path.display(), seed = %seed, "opened RocksDB store");
+        let last_op = last_erase_op(&db).map_err(rocks_err)?;
         Ok(Self {
             db,
             path,
@@ -127,6 +141,12 @@ impl RocksStore {
             idempotency_ttl_ms: u64::try_from(options.idempotency_ttl.as_millis())
                 .unwrap_or(u64::MAX),
             closed: AtomicBool::new(false),
+            eraser: crate::erase::Eraser::new(
+                last_op,
+                last_op.is_some(),
+                options.erase_within,
+                options.retention,
+            ),
         })
     }
 }
@@ -292,11 +312,34 @@ pub(crate) fn highest_id(db: &DB) -> Result<MessageId, rocksdb::Error> {
     let index = db
         .cf_handle(CF_MESSAGE_INDEX)
         .expect("index column family is opened");
-    match db.iterator_cf(index, IteratorMode::End).next() {
+    let stored = match db.iterator_cf(index, IteratorMode::End).next() {
         Some(entry) => {
             let (key, _) = entry?;
-            Ok(keys::decode_index_key(&key).unwrap_or(MessageId::MIN))
+            keys::decode_index_key(&key).unwrap_or(MessageId::MIN)
         }
-        None => Ok(MessageId::MIN),
-    }
+        None => MessageId::MIN,
+    };
+    // Deleting the newest messages takes their index entries: the floor remembers their ids.
+    let meta = db.cf_handle(CF_META).expect("meta column family is opened");
+    let floor = db
+        .get_cf(meta, keys::META_ID_FLOOR)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(MessageId::MIN, |b| {
+            MessageId::from_u64(u64::from_be_bytes(b))
+        });
+    Ok(stored.max(floor))
+}
+
+/// The highest operation number in the erase queue, `None` when it is empty.
+fn last_erase_op(db: &DB) -> Result<Option<u64>, rocksdb::Error> {
+    let meta = db.cf_handle(CF_META).expect("meta column family is opened");
+    let past = keys::past_prefix(keys::META_ERASE_PREFIX);
+    let mut entries = db.raw_iterator_cf(meta);
+    entries.seek_for_prev(&past);
+    let last = entries
+        .key()
+        .and_then(keys::decode_erase_key)
+        .map(|(op, _)| op);
+    entries.status()?;
+    Ok(last)
 }

@@ -48,6 +48,12 @@ pub struct StoreOptions {
     /// dropped by a compaction filter; a periodic compaction of their column family makes sure
     /// that runs even when little is written.
     pub idempotency_ttl: Duration,
+    /// How soon a deleted or edited message's bytes must be gone from the data directory's
+    /// files (`storage.erase_within_secs`); the eraser starts a quarter of it after a delete.
+    pub erase_within: Duration,
+    /// How old a message may grow before it is deleted (`retention.max_age_secs`); `None`
+    /// keeps messages forever.
+    pub retention: Option<Duration>,
 }
 
 impl StoreOptions {
@@ -59,6 +65,8 @@ impl StoreOptions {
             sync_writes: true,
             compression: Compression::default(),
             idempotency_ttl: Duration::from_secs(86_400),
+            erase_within: Duration::from_secs(60),
+            retention: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
     Conversation, ConversationPage, ConversationPatch, ConversationQuery, IdempotencyKey,
-    IdempotencyRecord, Inserted, MessageId, NewConversation, Order, Page, PartStats,
+    IdempotencyRecord, Inserted, MessageId, MessagePatch, NewConversation, Order, Page, PartStats,
     PreparedMessage, Query, Store, StoreError, StoredMessage,
 };
 use rocksdb::{ColumnFamily, ErrorKind, FlushOptions, ReadOptions, WriteBatch};
@@ -21,6 +21,40 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads one message by id: `None` when there is none, when retention expired it, and when
+/// its index entry outlived it (a deleted conversation's, until the eraser drops it).
+pub(crate) fn read_message(
+    store: &RocksStore,
+    id: MessageId,
+) -> Result<Option<StoredMessage>, StoreError> {
+    if store.expired(id) {
+        return Ok(None);
+    }
+    let Some(entry) = store
+        .db
+        .get_pinned_cf(store.cf(CF_MESSAGE_INDEX), keys::index_key(id))
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let conversation = keys::decode_value(&entry)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("index entry of {id} does not decode")))?;
+    let Some(value) = store
+        .db
+        .get_pinned_cf(store.cf(CF_MESSAGES), keys::message_key(conversation, id))
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let json = keys::decode_value(&value)
+        .ok_or_else(|| StoreError::Corrupt(format!("message {id} has an unknown version")))?;
+    Ok(Some(StoredMessage {
+        msg_id: id,
+        json: json.to_vec(),
+    }))
 }
 
 /// A RocksDB error as the store's typed error: corruption, a bug, or storage unavailable.
@@ -130,6 +164,10 @@ impl Store for RocksStore {
         }
         let inserted = serde_json::from_slice(json)
             .map_err(|e| StoreError::Corrupt(format!("idempotency record of {key:?}: {e}")))?;
+        // A deleted conversation's records are erased with it; until then, as good as gone.
+        if self.answer_outlived(&inserted)? {
+            return Ok(None);
+        }
         Ok(Some(IdempotencyRecord {
             fingerprint,
             created_ms,
@@ -139,36 +177,24 @@ impl Store for RocksStore {
 
     fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
         self.ensure_open()?;
-        let Some(entry) = self
-            .db
-            .get_pinned_cf(self.cf(CF_MESSAGE_INDEX), keys::index_key(id))
-            .map_err(store_error)?
-        else {
-            return Ok(None);
-        };
-        let conversation = keys::decode_value(&entry)
-            .and_then(|bytes| std::str::from_utf8(bytes).ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("index entry of {id} does not decode")))?;
-        let value = self
-            .db
-            .get_pinned_cf(self.cf(CF_MESSAGES), keys::message_key(conversation, id))
-            .map_err(store_error)?
-            .ok_or_else(|| StoreError::Corrupt(format!("message {id} is indexed but missing")))?;
-        let json = keys::decode_value(&value)
-            .ok_or_else(|| StoreError::Corrupt(format!("message {id} has an unknown version")))?;
-        Ok(Some(StoredMessage {
-            msg_id: id,
-            json: json.to_vec(),
-        }))
+        read_message(self, id)
     }
 
     fn query(&self, query: &Query) -> Result<Page, StoreError> {
         self.ensure_open()?;
         let conversation = query.conversation_id.as_str();
         validate_name("conversation_id", conversation)?;
+        // Retention's floor is one more lower bound: expired messages are never read.
+        let since = match self.floor() {
+            Some(floor) => {
+                let below = MessageId::from_u64(floor.as_u64().saturating_sub(1));
+                Some(query.since.map_or(below, |since| since.max(below)))
+            }
+            None => query.since,
+        };
         // Exclusive bounds become the iterator's [lower, upper) key range, which never leaves
         // this conversation's keys (see `keys`).
-        let Some((lower, upper)) = keys::id_range(conversation, query.since, query.before) else {
+        let Some((lower, upper)) = keys::id_range(conversation, since, query.before) else {
             return Ok(Page::default());
         };
         if query.limit == 0 {
@@ -253,6 +279,30 @@ impl Store for RocksStore {
         self.set_member_record(conversation_id, user_id, member)
     }
 
+    fn update_message(
+        &self,
+        id: MessageId,
+        patch: &MessagePatch,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        self.update_message_record(id, patch)
+    }
+
+    fn delete_message(&self, id: MessageId) -> Result<Option<String>, StoreError> {
+        self.delete_message_record(id)
+    }
+
+    fn trim_conversation(
+        &self,
+        conversation_id: &str,
+        before: MessageId,
+    ) -> Result<Option<u64>, StoreError> {
+        self.trim_conversation_record(conversation_id, before)
+    }
+
+    fn delete_conversation(&self, conversation_id: &str) -> Result<bool, StoreError> {
+        self.delete_conversation_record(conversation_id)
+    }
+
     fn health_check(&self) -> Result<(), StoreError> {
         self.ensure_open()?;
         let meta = self.cf(CF_META);
@@ -308,6 +358,8 @@ impl Store for RocksStore {
     }
 
     fn close(&self) -> Result<(), StoreError> {
+        // A round under way finishes first; whatever is queued waits for the next open.
+        self.stop_maintenance();
         // Taking the writer lock waits for an insert under way to finish before closing.
         let _ids = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if self.closed.swap(true, Ordering::AcqRel) {

@@ -36,8 +36,8 @@ use crate::conversation::{
     Conversation, ConversationPage, ConversationPatch, ConversationQuery, NewConversation,
 };
 use crate::id::MessageId;
-use crate::live::{Hub, Subscription};
-use crate::message::{Inserted, NewMessage, PreparedMessage, StoredMessage};
+use crate::live::{Change, Hub, Subscription};
+use crate::message::{Inserted, MessagePatch, NewMessage, PreparedMessage, StoredMessage};
 use crate::query::{Page, Query};
 use crate::store::{IdempotencyKey, PartStats, Store, StoreError};
 
@@ -292,6 +292,80 @@ impl StoreHandle {
     ) -> Result<bool, StoreError> {
         self.on_reader(move |store| store.set_member(&conversation_id, &user_id, member))
             .await
+    }
+
+    /// Edits a message ([`Store::update_message`]) and tells its conversation's subscribers.
+    pub async fn update_message(
+        &self,
+        id: MessageId,
+        patch: MessagePatch,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let updated = self
+            .on_reader(move |store| store.update_message(id, &patch))
+            .await?;
+        if let Some(message) = &updated {
+            let conversation_id = message
+                .conversation_id()
+                .map_err(|e| StoreError::Corrupt(format!("message {id}: {e}")))?;
+            self.announce(conversation_id, Change::Updated(Arc::new(message.clone())))
+                .await;
+        }
+        Ok(updated)
+    }
+
+    /// Deletes a message ([`Store::delete_message`]) and tells its conversation's subscribers;
+    /// the conversation's id, `None` when there was no such message.
+    pub async fn delete_message(&self, id: MessageId) -> Result<Option<String>, StoreError> {
+        let deleted = self
+            .on_reader(move |store| store.delete_message(id))
+            .await?;
+        if let Some(conversation_id) = &deleted {
+            self.announce(conversation_id.clone(), Change::Deleted(id))
+                .await;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes a conversation's messages below `before` ([`Store::trim_conversation`]) and
+    /// tells its subscribers: how many, `None` when the conversation does not exist.
+    pub async fn trim_conversation(
+        &self,
+        conversation_id: String,
+        before: MessageId,
+    ) -> Result<Option<u64>, StoreError> {
+        let id = conversation_id.clone();
+        let deleted = self
+            .on_reader(move |store| store.trim_conversation(&id, before))
+            .await?;
+        if let Some(deleted) = deleted.filter(|n| *n > 0) {
+            self.announce(conversation_id, Change::Trimmed { before, deleted })
+                .await;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes a conversation and everything of it ([`Store::delete_conversation`]); its
+    /// subscribers are told, and their streams end. `false` when it did not exist.
+    pub async fn delete_conversation(&self, conversation_id: String) -> Result<bool, StoreError> {
+        let id = conversation_id.clone();
+        let deleted = self
+            .on_reader(move |store| store.delete_conversation(&id))
+            .await?;
+        if deleted {
+            self.announce(conversation_id, Change::ConversationDeleted)
+                .await;
+        }
+        Ok(deleted)
+    }
+
+    /// Publishes a committed change through the writer, which publishes in commit order (see
+    /// [`writer`]). A writer that stopped has no subscribers left to tell.
+    async fn announce(&self, conversation_id: String, change: Change) {
+        let _ = self
+            .shared
+            .writer
+            .send(Job::Publish(conversation_id, change))
+            .await;
     }
 
     /// The store's size figures, for the metrics endpoint.

@@ -7,7 +7,7 @@ use std::thread;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::conversation::NewConversation;
-use crate::live::Hub;
+use crate::live::{Change, Hub};
 use crate::message::{Inserted, PreparedMessage, StoredMessage};
 use crate::store::{IdempotencyKey, Store, StoreError};
 
@@ -33,6 +33,9 @@ pub(super) struct Insert {
 
 pub(super) enum Job {
     Insert(Insert),
+    /// Publish an edit or delete that committed before it was queued. Published when the writer
+    /// takes it, so after every group committed before it and before every group after it.
+    Publish(String, Change),
     /// Stop after everything queued before it is written.
     Stop(oneshot::Sender<()>),
 }
@@ -94,6 +97,10 @@ fn run_writer(store: &dyn Store, hub: &Hub, mut rx: mpsc::Receiver<Job>) {
                 Job::Insert(insert) => {
                     total += insert.messages.len();
                     group.push(insert);
+                }
+                // The inserts gathered so far are not written yet: they come after the change.
+                Job::Publish(conversation_id, change) => {
+                    hub.publish_change(&conversation_id, change)
                 }
                 Job::Stop(done) => {
                     stop = Some(done);

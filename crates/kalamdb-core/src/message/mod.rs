@@ -86,21 +86,66 @@ impl NewMessage {
     pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
         validate_name("conversation_id", &self.conversation_id)?;
         validate_name("from", &self.from)?;
-        if self.content.is_empty() {
-            return Err(ValidationError::invalid("content", "must not be empty"));
-        }
-        if self.content.len() > limits.max_message_size {
-            return Err(ValidationError::too_large(
-                "content",
-                format!(
-                    "is {} bytes, over the limit of {} bytes",
-                    self.content.len(),
-                    limits.max_message_size
-                ),
-            ));
-        }
+        validate_content(&self.content, limits)?;
         validate_metadata(&self.metadata, limits)
     }
+}
+
+/// A change to a stored message (`PATCH /api/v1/messages/{msg_id}`): each field present replaces
+/// the stored one. The author, conversation and id never change.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagePatch {
+    /// The new text, held to the same rules as a new message's.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// The new metadata, replacing the old whole.
+    #[serde(default, deserialize_with = "some_object")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+fn some_object<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Map<String, Value>>, D::Error> {
+    crate::strict_json::object(deserializer).map(Some)
+}
+
+impl MessagePatch {
+    /// Checks the fields it sets; a patch that sets none is refused too, since it would only
+    /// stamp `edited_at`.
+    pub fn validate(&self, limits: &Limits) -> Result<(), ValidationError> {
+        if self.content.is_none() && self.metadata.is_none() {
+            return Err(ValidationError::invalid(
+                "content",
+                "or metadata must be given: the patch changes nothing",
+            ));
+        }
+        if let Some(content) = &self.content {
+            validate_content(content, limits)?;
+        }
+        if let Some(metadata) = &self.metadata {
+            validate_metadata(metadata, limits)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a message's content: not empty, at most `limits.max_message_size` bytes.
+fn validate_content(content: &str, limits: &Limits) -> Result<(), ValidationError> {
+    if content.is_empty() {
+        return Err(ValidationError::invalid("content", "must not be empty"));
+    }
+    if content.len() > limits.max_message_size {
+        return Err(ValidationError::too_large(
+            "content",
+            format!(
+                "is {} bytes, over the limit of {} bytes",
+                content.len(),
+                limits.max_message_size
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks metadata (a message's or a conversation's) against `limits.max_metadata_size`.
@@ -180,6 +225,10 @@ pub struct Message {
     pub content: String,
     /// Free-form attributes.
     pub metadata: Map<String, Value>,
+    /// When its content or metadata was last changed (`PATCH`), in milliseconds since the Unix
+    /// epoch; absent from the JSON of a message never edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<u64>,
 }
 
 impl Message {
@@ -192,7 +241,19 @@ impl Message {
             timestamp: msg_id.timestamp_ms(),
             content: new.content,
             metadata: new.metadata,
+            edited_at: None,
         }
+    }
+
+    /// Applies `patch`, stamping the edit with `edited_at` (ms).
+    pub fn apply(&mut self, patch: &MessagePatch, edited_at: u64) {
+        if let Some(content) = &patch.content {
+            self.content.clone_from(content);
+        }
+        if let Some(metadata) = &patch.metadata {
+            self.metadata.clone_from(metadata);
+        }
+        self.edited_at = Some(edited_at);
     }
 
     /// The message's canonical JSON: the exact bytes the API returns for it.
