@@ -6,11 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
+use kalamdb_core::live::Change;
 use kalamdb_core::{Delivery, MessageId, Order, Page, Query, StoreHandle, Subscription};
 use kalamdb_http::{BoxError, ResponseBody};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::sse::{event, HEARTBEAT};
+use super::sse::{change_event, event, HEARTBEAT};
 
 /// How many stored messages one catch-up read returns: enough to make the read worth it, few
 /// enough that a client far behind is not handed a huge burst at once.
@@ -59,6 +60,8 @@ pub(super) struct Feed {
     /// Whether the store holds more after `last` than has been read.
     more: bool,
     heartbeat: tokio::time::Interval,
+    /// Set once the conversation was deleted: its event is the last.
+    ended: bool,
     _active: Active,
 }
 
@@ -86,6 +89,7 @@ impl Feed {
             queue: VecDeque::new(),
             more: false,
             heartbeat,
+            ended: false,
             _active: Active::open(permit),
         };
         if let Some(page) = first {
@@ -105,6 +109,9 @@ impl Feed {
 
     /// The next frame to send, or `None` to end the stream.
     async fn next_frame(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
         loop {
             if let Some(frame) = self.queue.pop_front() {
                 return Some(self.sent_event(frame));
@@ -133,6 +140,11 @@ impl Feed {
                     }
                     // Already sent from the store.
                     Delivery::Message(_) => {}
+                    Delivery::Changed(change) => {
+                        self.ended = matches!(change, Change::ConversationDeleted);
+                        let frame = change_event(&self.conversation_id, &change);
+                        return Some(self.sent_event(frame));
+                    }
                     Delivery::Missed => {
                         metrics::counter!(crate::metrics::STREAM_CATCH_UPS_TOTAL).increment(1);
                         self.more = true;
