@@ -41,13 +41,12 @@ pub use config::Config;
 pub use serve::{serve, Drain, ServeOptions};
 pub use stack::build_app;
 
-/// Opens the RocksDB store the configuration names and starts its writer and reader threads.
+/// Opens the RocksDB store the configuration names and starts its writer and reader threads,
+/// and its maintenance thread (the eraser, and retention when set).
 pub fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
-    let store = RocksStore::open(&config.store_options())?;
-    Ok(StoreHandle::with_read_limit(
-        Arc::new(store),
-        config.read_limit(),
-    ))
+    let store = Arc::new(RocksStore::open(&config.store_options())?);
+    store.start_maintenance();
+    Ok(StoreHandle::with_read_limit(store, config.read_limit()))
 }
 
 /// Serves the application over `store` on `listener` until `shutdown` resolves; then ends the

@@ -27,7 +27,7 @@ mod schema;
 pub use load::{ConfigError, ConfigSource, DEFAULT_CONFIG_PATH};
 pub use schema::{
     CompressionSetting, LimitsConfig, LogFormat, LogRotation, LoggingConfig, MiddlewareConfig,
-    ServerConfig, StorageConfig, StreamConfig,
+    RetentionConfig, ServerConfig, StorageConfig, StreamConfig,
 };
 
 /// The whole configuration.
@@ -38,6 +38,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[storage]`: the RocksDB store.
     pub storage: StorageConfig,
+    /// `[retention]`: how long messages are kept.
+    pub retention: RetentionConfig,
     /// `[limits]`: sizes a message is held to.
     pub limits: LimitsConfig,
     /// `[stream]`: live event streams.
@@ -93,6 +95,8 @@ impl Config {
                 CompressionSetting::Zstd => Compression::Zstd,
             },
             idempotency_ttl: Duration::from_secs(self.limits.idempotency_ttl_secs.get()),
+            erase_within: Duration::from_secs(self.storage.erase_within_secs.get()),
+            retention: self.retention.max_age(),
         }
     }
 

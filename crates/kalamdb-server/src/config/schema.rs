@@ -107,7 +107,13 @@ pub struct StorageConfig {
     /// How many reads (queries, lookups by id, stream catch-ups) run at once, each on one of the
     /// store's reader threads; more wait their turn. 0, the default, means one per CPU core.
     pub read_concurrency: usize,
+    /// How soon, in seconds, a deleted or edited message's bytes are gone from the data
+    /// directory's files (WAL and table files), 1 to 86400. Default 60.
+    pub erase_within_secs: NonZeroU64,
 }
+
+/// The longest `storage.erase_within_secs`: a day.
+const MAX_ERASE_WITHIN_SECS: u64 = 86_400;
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -116,6 +122,7 @@ impl Default for StorageConfig {
             sync_writes: true,
             compression: CompressionSetting::Lz4,
             read_concurrency: 0,
+            erase_within_secs: nonzero(60),
         }
     }
 }
@@ -138,7 +145,32 @@ impl StorageConfig {
                 ),
             ));
         }
+        if self.erase_within_secs.get() > MAX_ERASE_WITHIN_SECS {
+            return Err(InvalidSetting::new(
+                "storage.erase_within_secs",
+                format!(
+                    "must be between 1 and {MAX_ERASE_WITHIN_SECS} seconds, got {}",
+                    self.erase_within_secs
+                ),
+            ));
+        }
         Ok(())
+    }
+}
+
+/// `[retention]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Delete messages older than this many seconds, as a trim does (counts included); 0, the
+    /// default, keeps them forever.
+    pub max_age_secs: u64,
+}
+
+impl RetentionConfig {
+    /// The age past which messages go, `None` to keep them.
+    pub fn max_age(&self) -> Option<Duration> {
+        (self.max_age_secs > 0).then(|| Duration::from_secs(self.max_age_secs))
     }
 }
 
