@@ -11,11 +11,15 @@
 //! | [`insert_message`] | `POST /api/v1/messages` | 200 `{msg_id, conversation_id, timestamp}` |
 //! | [`insert_batch`] | `POST /api/v1/messages/batch` | 200 `{messages: [{msg_id, conversation_id, timestamp}]}` |
 //! | [`get_message`] | `GET /api/v1/messages/{msg_id}` | 200 the message |
+//! | [`edit_message`] | `PATCH /api/v1/messages/{msg_id}` | 200 the message, with `edited_at` |
+//! | [`edit_message`] | `DELETE /api/v1/messages/{msg_id}` | 204 |
 //! | [`query_messages`] | `POST /api/v1/query` | 200 `{messages, count, has_more, next_cursor}` |
-//! | [`stream_messages`] | `GET /api/v1/conversations/{conversation_id}/stream` | 200 `text/event-stream`, one event per message |
+//! | [`stream_messages`] | `GET /api/v1/conversations/{conversation_id}/stream` | 200 `text/event-stream`, one event per message, edit or delete |
 //! | [`conversations`] | `POST /api/v1/conversations` | 201 the conversation; 409 `conflict` |
 //! | [`conversations`] | `GET /api/v1/conversations` | 200 `{conversations, count, has_more, next_cursor}` |
 //! | [`conversations`] | `GET`, `PATCH /api/v1/conversations/{conversation_id}` | 200 the conversation |
+//! | [`conversations`] | `DELETE /api/v1/conversations/{conversation_id}` | 204: everything of it erased |
+//! | [`conversations`] | `DELETE /api/v1/conversations/{conversation_id}/messages?before_msg_id=` | 200 `{deleted}` |
 //! | [`conversations`] | `GET /api/v1/conversations/{conversation_id}/members` | 200 `{members}` |
 //! | [`conversations`] | `PUT`, `DELETE /api/v1/conversations/{conversation_id}/members/{user_id}` | 204 |
 //! | [`health`] | `GET /health` | 200 `{status, version, uptime_secs, storage}` |
@@ -83,6 +87,7 @@ macro_rules! endpoint_service {
 
 mod access;
 pub mod conversations;
+pub mod edit_message;
 pub mod get_message;
 pub mod health;
 pub mod insert_batch;
@@ -93,9 +98,10 @@ pub mod router;
 pub mod stream_messages;
 
 pub use conversations::{
-    CreateConversation, DeleteMember, GetConversation, ListConversations, ListMembers,
-    PatchConversation, PutMember,
+    CreateConversation, DeleteConversation, DeleteMember, GetConversation, ListConversations,
+    ListMembers, PatchConversation, PutMember, TrimConversation,
 };
+pub use edit_message::{DeleteMessage, PatchMessage};
 pub use get_message::GetMessage;
 pub use health::Health;
 pub use insert_batch::InsertBatch;

@@ -18,9 +18,10 @@ use percent_encoding::percent_decode_str;
 use tower_service::Service;
 
 use crate::{
-    CreateConversation, DeleteMember, EndpointFuture, GetConversation, GetMessage, Health,
-    InsertBatch, InsertMessage, ListConversations, ListMembers, Metrics, PatchConversation,
-    PutMember, QueryMessages, StreamMessages,
+    CreateConversation, DeleteConversation, DeleteMember, DeleteMessage, EndpointFuture,
+    GetConversation, GetMessage, Health, InsertBatch, InsertMessage, ListConversations,
+    ListMembers, Metrics, PatchConversation, PatchMessage, PutMember, QueryMessages,
+    StreamMessages, TrimConversation,
 };
 
 /// Declares [`Endpoints`], [`ROUTES`] and the dispatch from a route's place in the table to its
@@ -66,12 +67,16 @@ routes! {
     POST "/api/v1/messages" => insert_message: InsertMessage,
     POST "/api/v1/messages/batch" => insert_batch: InsertBatch,
     GET "/api/v1/messages/{msg_id}" => get_message: GetMessage,
+    PATCH "/api/v1/messages/{msg_id}" => patch_message: PatchMessage,
+    DELETE "/api/v1/messages/{msg_id}" => delete_message: DeleteMessage,
     POST "/api/v1/query" => query_messages: QueryMessages,
     GET "/api/v1/conversations/{conversation_id}/stream" => stream_messages: StreamMessages,
     POST "/api/v1/conversations" => create_conversation: CreateConversation,
     GET "/api/v1/conversations" => list_conversations: ListConversations,
     GET "/api/v1/conversations/{conversation_id}" => get_conversation: GetConversation,
     PATCH "/api/v1/conversations/{conversation_id}" => patch_conversation: PatchConversation,
+    DELETE "/api/v1/conversations/{conversation_id}" => delete_conversation: DeleteConversation,
+    DELETE "/api/v1/conversations/{conversation_id}/messages" => trim_conversation: TrimConversation,
     GET "/api/v1/conversations/{conversation_id}/members" => list_members: ListMembers,
     PUT "/api/v1/conversations/{conversation_id}/members/{user_id}" => put_member: PutMember,
     DELETE "/api/v1/conversations/{conversation_id}/members/{user_id}" => delete_member: DeleteMember,

@@ -10,9 +10,10 @@ use kalamdb_core::StoreHandle;
 use kalamdb_http::{BoxError, ResponseBody};
 use kalamdb_middleware::rescue::RescueLayer;
 use kalamdb_services::{
-    route_name, CreateConversation, DeleteMember, Endpoints, GetConversation, GetMessage, Health,
-    InsertBatch, InsertMessage, ListConversations, ListMembers, Metrics, PatchConversation,
-    PutMember, QueryMessages, Router, StreamMessages,
+    route_name, CreateConversation, DeleteConversation, DeleteMember, DeleteMessage, Endpoints,
+    GetConversation, GetMessage, Health, InsertBatch, InsertMessage, ListConversations,
+    ListMembers, Metrics, PatchConversation, PatchMessage, PutMember, QueryMessages, Router,
+    StreamMessages, TrimConversation,
 };
 use tower::{Service, ServiceBuilder};
 
@@ -58,12 +59,16 @@ where
             config.limits.max_batch_messages.get(),
         ),
         get_message: GetMessage::new(store.clone()),
+        patch_message: PatchMessage::new(store.clone(), config.message_limits()),
+        delete_message: DeleteMessage::new(store.clone()),
         query_messages: QueryMessages::new(store.clone(), config.query_limits()),
         stream_messages: StreamMessages::new(store.clone(), config.stream_limits()),
         create_conversation: CreateConversation::new(store.clone(), config.message_limits()),
         list_conversations: ListConversations::new(store.clone(), config.query_limits()),
         get_conversation: GetConversation::new(store.clone()),
         patch_conversation: PatchConversation::new(store.clone(), config.message_limits()),
+        delete_conversation: DeleteConversation::new(store.clone()),
+        trim_conversation: TrimConversation::new(store.clone()),
         list_members: ListMembers::new(store.clone()),
         put_member: PutMember::new(store.clone()),
         delete_member: DeleteMember::new(store.clone()),

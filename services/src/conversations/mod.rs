@@ -4,13 +4,17 @@
 //! - `records.rs`: [`CreateConversation`], [`ListConversations`], [`GetConversation`],
 //!   [`PatchConversation`].
 //! - `members.rs`: [`ListMembers`], [`PutMember`], [`DeleteMember`] (both idempotent).
+//! - `deletes.rs`: [`TrimConversation`] (its older messages) and [`DeleteConversation`]
+//!   (everything of it).
 //!
 //! A conversation that does not exist is a 404 `not_found` everywhere but on create; the
 //! listing's cursor rules are `kalamdb_core::conversation`'s.
 
+mod deletes;
 mod members;
 mod records;
 
+pub use deletes::{DeleteConversation, TrimConversation};
 pub use members::{DeleteMember, ListMembers, PutMember};
 pub use records::{CreateConversation, GetConversation, ListConversations, PatchConversation};
 
@@ -43,7 +47,7 @@ fn conversation_response(
 }
 
 /// 204 No Content.
-fn no_content() -> Response<ResponseBody> {
+pub(crate) fn no_content() -> Response<ResponseBody> {
     let mut response = Response::new(full(bytes::Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
