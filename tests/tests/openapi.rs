@@ -440,6 +440,76 @@ async fn every_answer_matches_docs_openapi_yaml() {
         }
     }
 
+    // PATCH and DELETE /api/v1/messages/{msg_id}
+    let edited = format!("/api/v1/messages/{}", ids[1]);
+    for (path, body, status) in [
+        (
+            edited.clone(),
+            r#"{"content":"second, edited"}"#.to_owned(),
+            200,
+        ),
+        (
+            "/api/v1/messages/42".to_owned(),
+            r#"{"content":"x"}"#.to_owned(),
+            404,
+        ),
+        (edited.clone(), "{}".to_owned(), 400),
+        (
+            edited.clone(),
+            json!({"content": "x".repeat(65)}).to_string(),
+            413,
+        ),
+    ] {
+        let answer = send(&app, body_request(Method::PATCH, &path, &body)).await;
+        assert_eq!(answer.status.as_u16(), status, "{path} {body}");
+        spec.check(one, &Method::PATCH, &answer);
+    }
+    let answer = send(
+        &app,
+        Request::patch(&edited)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    spec.check(one, &Method::PATCH, &answer);
+    for (path, status) in [
+        (format!("/api/v1/messages/{}", ids[2]), 204),
+        (format!("/api/v1/messages/{}", ids[2]), 404),
+        ("/api/v1/messages/x".to_owned(), 400),
+    ] {
+        let answer = send(&app, body_request(Method::DELETE, &path, "")).await;
+        assert_eq!(answer.status.as_u16(), status, "{path}");
+        spec.check(one, &Method::DELETE, &answer);
+    }
+
+    // DELETE /api/v1/conversations/{conversation_id}/messages (a trim), then the conversation.
+    let trim = "/api/v1/conversations/{conversation_id}/messages";
+    for (path, status) in [
+        (
+            format!("/api/v1/conversations/c/messages?before_msg_id={}", ids[1]),
+            200,
+        ),
+        ("/api/v1/conversations/nobody/messages".to_owned(), 404),
+        (
+            "/api/v1/conversations/c/messages?before_msg_id=x".to_owned(),
+            400,
+        ),
+    ] {
+        let answer = send(&app, body_request(Method::DELETE, &path, "")).await;
+        assert_eq!(answer.status.as_u16(), status, "{path}");
+        spec.check(trim, &Method::DELETE, &answer);
+    }
+    for (path, status) in [
+        ("/api/v1/conversations/b", 204),
+        ("/api/v1/conversations/b", 404),
+        ("/api/v1/conversations/a%00b", 400),
+    ] {
+        let answer = send(&app, body_request(Method::DELETE, path, "")).await;
+        assert_eq!(answer.status.as_u16(), status, "{path}");
+        spec.check(record, &Method::DELETE, &answer);
+    }
+
     // GET /metrics
     let answer = send(&app, get("/metrics")).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -521,6 +591,34 @@ async fn every_answer_matches_docs_openapi_yaml() {
         send(&secured_app, service).await.status,
         StatusCode::CREATED
     );
+    // A conversation alice shares with bob, holding a message of bob's.
+    let as_service = |mut request: Request<Full<Bytes>>| {
+        request
+            .headers_mut()
+            .insert("authorization", "Bearer service-key".parse().unwrap());
+        request
+    };
+    let shared = r#"{"conversation_id":"shared","members":["alice","bob"]}"#;
+    let answer = send(&secured_app, as_service(post_json(conversations, shared))).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let bobs = json!({"conversation_id": "shared", "from": "bob", "content": "x"});
+    let answer = send(
+        &secured_app,
+        as_service(post_json(messages, bobs.to_string())),
+    )
+    .await;
+    let bobs: Value = serde_json::from_slice(&answer.body).unwrap();
+    let bobs = format!("/api/v1/messages/{}", bobs["msg_id"].as_str().unwrap());
+    let answer = send(
+        &secured_app,
+        as_service(post_json(
+            messages,
+            r#"{"conversation_id":"theirs","from":"x","content":"x"}"#,
+        )),
+    )
+    .await;
+    let theirs: Value = serde_json::from_slice(&answer.body).unwrap();
+    let theirs = format!("/api/v1/messages/{}", theirs["msg_id"].as_str().unwrap());
     let as_bob = json!({"conversation_id": "mine", "from": "bob", "content": "x"}).to_string();
     let into_theirs = json!({"conversation_id": "theirs", "from": "alice", "content": "x"});
     for (template, request, status) in [
@@ -559,6 +657,33 @@ async fn every_answer_matches_docs_openapi_yaml() {
             403,
         ),
         ("/metrics", get("/metrics"), 403),
+        (
+            one,
+            body_request(Method::PATCH, &bobs, r#"{"content":"y"}"#),
+            403,
+        ),
+        (one, body_request(Method::DELETE, &bobs, ""), 403),
+        (
+            one,
+            body_request(Method::PATCH, &theirs, r#"{"content":"y"}"#),
+            404,
+        ),
+        (one, body_request(Method::DELETE, &theirs, ""), 404),
+        (
+            record,
+            body_request(Method::DELETE, "/api/v1/conversations/shared", ""),
+            403,
+        ),
+        (
+            trim,
+            body_request(Method::DELETE, "/api/v1/conversations/shared/messages", ""),
+            403,
+        ),
+        (
+            trim,
+            body_request(Method::DELETE, "/api/v1/conversations/theirs/messages", ""),
+            404,
+        ),
     ] {
         let method = request.method().clone();
         let answer = send(&secured_app, as_alice(request)).await;
@@ -605,6 +730,18 @@ fn one_request_per_operation() -> Vec<(&'static str, Request<Full<Bytes>>)> {
             post_json("/api/v1/messages/batch", "{}"),
         ),
         ("/api/v1/messages/{msg_id}", get("/api/v1/messages/1")),
+        (
+            "/api/v1/messages/{msg_id}",
+            body_request(Method::PATCH, "/api/v1/messages/1", "{}"),
+        ),
+        (
+            "/api/v1/messages/{msg_id}",
+            body_request(Method::DELETE, "/api/v1/messages/1", ""),
+        ),
+        (
+            "/api/v1/conversations/{conversation_id}/messages",
+            body_request(Method::DELETE, "/api/v1/conversations/c/messages", ""),
+        ),
         ("/api/v1/query", post_json("/api/v1/query", "{}")),
         (
             "/api/v1/conversations/{conversation_id}/stream",
@@ -619,6 +756,10 @@ fn one_request_per_operation() -> Vec<(&'static str, Request<Full<Bytes>>)> {
         (
             record,
             body_request(Method::PATCH, "/api/v1/conversations/c", "{}"),
+        ),
+        (
+            record,
+            body_request(Method::DELETE, "/api/v1/conversations/c", ""),
         ),
         (
             "/api/v1/conversations/{conversation_id}/members",
