@@ -15,10 +15,12 @@
 //! - `preload`: filling a data directory through the store before a query run.
 //! - `stream`: the stream mode, insert → event latency with N subscribers.
 //! - `auth`: `--auth`, the credentials every request carries and the server's `[auth]`.
+//! - `erase`: the erase mode, deleting a large conversation while others insert.
 //! - here: the scenarios, their alternation, and the report (table and `--json`).
 
 mod auth;
 mod disk;
+mod erase;
 mod load;
 mod pin;
 mod preload;
@@ -71,6 +73,10 @@ struct Cli {
     /// subscribers (comma-separated) on one conversation.
     #[arg(long, value_delimiter = ',')]
     stream: Vec<usize>,
+    /// Also run the erase mode: delete a conversation of this many messages while 64
+    /// connections insert into others, and compare their latency with a window without it.
+    #[arg(long)]
+    erase: Option<u64>,
     /// Messages inserted in each stream-mode run.
     #[arg(long, default_value_t = 200)]
     stream_events: usize,
@@ -169,6 +175,7 @@ struct Report {
     scenarios: Vec<ScenarioResult>,
     growth: Vec<GrowthResult>,
     stream: Vec<stream::StreamResult>,
+    erase: Option<erase::EraseResult>,
 }
 
 fn suite(name: &str) -> Result<Vec<Scenario>, String> {
@@ -503,6 +510,30 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
         );
         streams.push(result);
     }
+    let erased = match cli.erase {
+        Some(count) => {
+            let real = real.ok_or("--erase needs a started server, not --url")?;
+            eprintln!("erase: preloading {count} messages");
+            let result = erase::run(real, count, duration, plan).await?;
+            println!(
+                "erase {:>9} messages: DELETE {} in {:.0} ms | other inserts p50 {} us p99 {} us \
+                 p99.9 {} us {:.0} req/s, baseline p50 {} us p99 {} us p99.9 {} us {:.0} req/s",
+                result.messages,
+                result.delete_status,
+                result.delete_ms,
+                result.during.p50_us,
+                result.during.p99_us,
+                result.during.p999_us,
+                result.during.requests_per_sec,
+                result.baseline.p50_us,
+                result.baseline.p99_us,
+                result.baseline.p999_us,
+                result.baseline.requests_per_sec,
+            );
+            Some(result)
+        }
+        None => None,
+    };
     // After the servers (a server that refuses to start stops the run before anything is
     // measured), in a temp dir like theirs, so on the same disk.
     let probe = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -526,6 +557,7 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
         scenarios: results,
         growth,
         stream: streams,
+        erase: erased,
     })
 }
 

@@ -131,6 +131,18 @@ impl RealServer {
         }
     }
 
+    /// The same settings with `section.key` set over the base.
+    pub(crate) fn with_setting(
+        &self,
+        section: &str,
+        key: &str,
+        value: toml::Value,
+    ) -> Result<Self, String> {
+        let mut changed = self.clone();
+        set(&mut changed.base, section, key, value)?;
+        Ok(changed)
+    }
+
     /// The configuration of one run: the base, with what the benchmark must own set over it.
     /// The server listens on loopback only, on `port`, stores in `data` with `sync_writes` and
     /// logs to `log_file`; every other key (layers, limits, storage tuning) is the operator's.
