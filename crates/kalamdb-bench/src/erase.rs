@@ -38,6 +38,8 @@ pub(crate) struct EraseResult {
     /// Inserts into other conversations without a delete, and in the window holding it.
     pub(crate) baseline: Measured,
     pub(crate) during: Measured,
+    /// The server's log lines for the eraser's rounds within the window (their timings).
+    pub(crate) eraser: Vec<String>,
 }
 
 /// Runs the erase mode against `real` with a conversation of `count` messages; each window
@@ -48,7 +50,10 @@ pub(crate) async fn run(
     window: Duration,
     plan: Option<&Plan>,
 ) -> Result<EraseResult, String> {
-    let real = real.with_setting("storage", "erase_within_secs", ERASE_WITHIN_SECS.into())?;
+    let real = real
+        .with_setting("storage", "erase_within_secs", ERASE_WITHIN_SECS.into())?
+        // The eraser's own line says what its round took.
+        .with_log_level("warn,kalamdb_rocksdb=info");
     let mut failure = None;
     let server = real.start(
         true,
@@ -72,12 +77,19 @@ pub(crate) async fn run(
     let (delete_status, delete_ms) = delete
         .await
         .map_err(|e| format!("the delete task failed: {e}"))??;
+    let eraser = server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("erased deleted data"))
+        .map(str::to_owned)
+        .collect();
     Ok(EraseResult {
         messages: count,
         delete_ms,
         delete_status,
         baseline,
         during,
+        eraser,
     })
 }
 

@@ -530,6 +530,9 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
                 result.baseline.p999_us,
                 result.baseline.requests_per_sec,
             );
+            for line in &result.eraser {
+                println!("erase round: {line}");
+            }
             Some(result)
         }
         None => None,

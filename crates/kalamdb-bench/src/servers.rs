@@ -35,6 +35,15 @@ impl ServerProcess {
         Some(kib * 1024)
     }
 
+    /// What the server wrote to its log file so far (empty when it has none or it is not one
+    /// the benchmark started).
+    pub(crate) fn log_text(&self) -> String {
+        self._dir
+            .as_ref()
+            .and_then(|dir| std::fs::read_to_string(dir.path().join("server.log")).ok())
+            .unwrap_or_default()
+    }
+
     /// The CPU time the process has used so far (user + system, every thread), in µs.
     pub(crate) fn cpu_time_us(&self) -> Option<u64> {
         crate::pin::cpu_time_us(self.child.id())
@@ -141,6 +150,13 @@ impl RealServer {
         let mut changed = self.clone();
         set(&mut changed.base, section, key, value)?;
         Ok(changed)
+    }
+
+    /// The same settings with `logging.level` set to `level`.
+    pub(crate) fn with_log_level(&self, level: &str) -> Self {
+        let mut changed = self.clone();
+        changed.log_level = Some(level.to_owned());
+        changed
     }
 
     /// The configuration of one run: the base, with what the benchmark must own set over it.

@@ -869,7 +869,7 @@ pub enum EraseTask {
         /// The first key past the range.
         end: Vec<u8>,
     },
-    /// Drop the `message_index` entries of these ids whose messages are gone.
+    /// Drop the `message_index` entries of these ids: messages a committed delete removed.
     Index(Vec<u64>),
     /// Drop the idempotency records of the conversation's messages up to this id.
     Keys {
