@@ -326,7 +326,7 @@ async fn unknown_paths_and_methods_are_json_errors() {
 
     let answer = call(&app, post_json("/api/v1/messages/123", "{}")).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(answer.headers["allow"], "GET");
+    assert_eq!(answer.headers["allow"], "GET, PATCH, DELETE");
 
     let request = Request::delete("/health")
         .body(http_body_util::Full::new(Bytes::new()))
