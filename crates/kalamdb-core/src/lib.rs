@@ -8,6 +8,7 @@
 //! - [`id`]: [`MessageId`], the 64-bit Snowflake (41 bits of milliseconds since 2024-01-01, 10 bits
 //!   of node id, 12 bits of sequence), and [`IdGenerator`], which issues them strictly increasing.
 //! - [`message`]: [`NewMessage`] as clients send it and its validation against [`Limits`],
+//!   [`MessagePatch`], an edit,
 //!   [`PreparedMessage`], its JSON encoded on the request's task for the writer to finish,
 //!   [`Message`] as it is returned, [`StoredMessage`] as a store hands it back.
 //! - [`conversation`]: conversations as records: [`NewConversation`], [`ConversationPatch`],
@@ -20,7 +21,8 @@
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold (`handle/mod.rs`);
 //!   inserts go through the group-commit writer thread (`handle/writer.rs`), reads run on a few
 //!   reader threads (`handle/readers.rs`).
-//! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit.
+//! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit, with
+//!   edits and deletes ([`live::Change`]) in their place among the messages.
 //! - `testing` (feature `test-util`): `MemStore`, the whole [`Store`] contract in memory, and
 //!   `Faulty`, a delegating wrapper that fails or slows a store on command, so endpoints and
 //!   the handle are tested without RocksDB.

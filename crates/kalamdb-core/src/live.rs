@@ -1,7 +1,7 @@
 //! Live fan-out: each stored message is published, once its write has committed, to whoever
 //! subscribed to its conversation; so are edits and deletes ([`Change`]).
 //!
-//! The [`Hub`] keeps one `tokio::sync::broadcast` channel per conversation with at least one
+//! The `Hub` keeps one `tokio::sync::broadcast` channel per conversation with at least one
 //! subscriber, and drops it when the last one leaves. Only the writer thread publishes, in commit
 //! order, so a subscriber sees a conversation's messages in id order. Publishing never waits: a
 //! subscriber that falls more than [`CHANNEL_CAPACITY`] messages behind is told it

@@ -1,6 +1,6 @@
-//! [`RocksStore`]: KalamDB's [`Store`] on an embedded RocksDB.
+//! [`RocksStore`]: KalamDB's [`Store`](kalamdb_core::Store) on an embedded RocksDB.
 //!
-//! This is the only crate that depends on `rocksdb`; endpoints see the [`Store`] trait alone.
+//! This is the only crate that depends on `rocksdb`; endpoints see the [`Store`](kalamdb_core::Store) trait alone.
 //!
 //! # Layout
 //!
@@ -9,9 +9,9 @@
 //! - `options.rs`: [`StoreOptions`], [`Compression`], and the RocksDB options built from them.
 //! - `open.rs`: [`RocksStore::open`] and [`OpenError`]: the format check, the upgrade of older
 //!   layouts and the id generator's seed.
-//! - `store.rs`: the [`Store`] trait's methods: writes, reads, probes and figures.
+//! - `store.rs`: the [`Store`](kalamdb_core::Store) trait's methods: writes, reads, probes and figures.
 //! - `conversations.rs`: conversation records, listings by activity and members: what each
-//!   write adds to its batch, and the conversation methods of [`Store`].
+//!   write adds to its batch, and the conversation methods of [`Store`](kalamdb_core::Store).
 //! - `erase.rs`: edits, deletes and trims, retention, and the erasure of deleted bytes from
 //!   the files within `storage.erase_within_secs`, with the maintenance thread that runs it.
 //!
@@ -23,7 +23,7 @@
 //!
 //! # Writes
 //!
-//! One [`Store::insert`] is one `WriteBatch` holding each message and its index entry, and for
+//! One [`Store::insert`](kalamdb_core::Store::insert) is one `WriteBatch` holding each message and its index entry, and for
 //! each conversation it touches the new record (count, last message, `updated_at`) and the move
 //! of its listing entries (`conversations.rs`), written atomically and, with `sync_writes`,
 //! fsynced before it returns. Ids are assigned under the same
@@ -33,7 +33,7 @@
 //!
 //! # Reads
 //!
-//! [`Store::query`] sets the iterator's lower and upper bounds to the one conversation's key range
+//! [`Store::query`](kalamdb_core::Store::query) sets the iterator's lower and upper bounds to the one conversation's key range
 //! narrowed by the query's exclusive bounds, then reads `limit + 1` entries: a seek plus the
 //! page, O(log n + limit), never touching another conversation's keys. Keys run newest first
 //! ([`keys`]), so the usual newest-first page reads forward; an oldest-first page reads backward,
@@ -77,7 +77,7 @@ pub use crate::open::OpenError;
 pub use crate::options::{Compression, StoreOptions};
 use crate::store::store_error;
 
-/// The RocksDB-backed [`Store`].
+/// The RocksDB-backed [`Store`](kalamdb_core::Store).
 pub struct RocksStore {
     db: DB,
     path: PathBuf,

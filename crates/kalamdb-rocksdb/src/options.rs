@@ -32,7 +32,7 @@ impl Compression {
     }
 }
 
-/// What [`RocksStore::open`] needs to know.
+/// What [`RocksStore::open`](crate::RocksStore::open) needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
     /// The database directory; created, with its parents, when missing.

@@ -9,7 +9,7 @@
 //! - [`metrics`]: the process-wide Prometheus recorder `GET /metrics` renders.
 //! - [`stack`]: [`build_app`], the one composition root: each endpoint by name into the
 //!   router's `Endpoints`, then the layers in order.
-//! - [`serve`]: the hyper-util accept loop: header read timeout, keep-alive, connection cap and
+//! - [`serve`](mod@serve): the hyper-util accept loop: header read timeout, keep-alive, connection cap and
 //!   graceful shutdown.
 //! - [`protocol_errors`]: the connection IO wrapper that gives hyper's own answers to requests it
 //!   cannot parse (400, 414, 431) the JSON error body.

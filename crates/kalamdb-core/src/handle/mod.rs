@@ -14,7 +14,10 @@
 //!   subscribers see commit order.
 //! - `readers.rs`: reads run on a few reader threads of their own
 //!   ([`StoreHandle::with_read_limit`], one per core by default), so a slow disk never stalls
-//!   the async workers. A busy reader takes the next read straight from the queue. On tokio's
+//!   the async workers. A busy reader takes the next read straight from the queue. Conversation
+//!   changes, edits and deletes run there too (the store orders them under its own lock); an
+//!   edit's or delete's live event then goes through the writer's queue, so subscribers see it
+//!   after every message committed before it. On tokio's
 //!   blocking pool instead, 16 concurrent queries on two cores kept 32 threads waking each other
 //!   and answered a quarter fewer queries (`docs/BENCHMARKS.md`). Tests that pause tokio's clock
 //!   should know that the runtime does not count a read under way on those threads as work:

@@ -81,7 +81,7 @@ impl PreparedMessage {
         self.encoded.len() + 48
     }
 
-    /// Appends its canonical JSON as the message `msg_id` (what [`Message::to_json`] gives).
+    /// Appends its canonical JSON as the message `msg_id` (what [`Message::to_json`](super::Message::to_json) gives).
     pub fn write_json(&self, msg_id: MessageId, out: &mut Vec<u8>) {
         let mut digits = itoa::Buffer::new();
         out.extend_from_slice(b"{\"msg_id\":\"");
