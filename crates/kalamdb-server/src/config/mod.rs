@@ -218,6 +218,18 @@ mod tests {
     }
 
     #[test]
+    fn erasure_and_retention_reach_the_store() {
+        let defaults = Config::default().store_options();
+        assert_eq!(defaults.erase_within, Duration::from_secs(60));
+        assert_eq!(defaults.retention, None);
+        let config =
+            parse("[storage]\nerase_within_secs = 5\n[retention]\nmax_age_secs = 3600\n").unwrap();
+        let options = config.store_options();
+        assert_eq!(options.erase_within, Duration::from_secs(5));
+        assert_eq!(options.retention, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
     fn bad_values_are_named() {
         for (text, expected) in [
             ("[server]\nport = 0", "server.port"),
@@ -227,6 +239,16 @@ mod tests {
                 "[storage]\nread_concurrency = 513",
                 "storage.read_concurrency",
             ),
+            (
+                "[storage]\nerase_within_secs = 0",
+                "storage.erase_within_secs",
+            ),
+            (
+                "[storage]\nerase_within_secs = 86401",
+                "storage.erase_within_secs",
+            ),
+            ("[retention]\nmax_age_secs = -1", "retention.max_age_secs"),
+            ("[retention]\nmax_age = 60", "retention.max_age"),
             ("[limits]\nmax_message_size = 0", "limits.max_message_size"),
             ("[limits]\nmax_query_limit = 0", "limits.max_query_limit"),
             (
