@@ -149,6 +149,8 @@ mod tests {
         for (body, field) in [
             ("{}", "content"),
             (r#"{"content":""}"#, "content"),
+            (r#"{"content":null,"metadata":{}}"#, "content"),
+            (r#"{"metadata":null}"#, "metadata"),
             (r#"{"metadata":[1]}"#, "metadata"),
             (r#"{"text":"x"}"#, "text"),
         ] {

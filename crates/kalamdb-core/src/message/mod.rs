@@ -96,12 +96,19 @@ impl NewMessage {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessagePatch {
-    /// The new text, held to the same rules as a new message's.
-    #[serde(default)]
+    /// The new text, held to the same rules as a new message's. `null` is refused, like any
+    /// other value that is not a string: a message always has content.
+    #[serde(default, deserialize_with = "some_string")]
     pub content: Option<String>,
     /// The new metadata, replacing the old whole.
     #[serde(default, deserialize_with = "some_object")]
     pub metadata: Option<Map<String, Value>>,
+}
+
+fn some_string<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 fn some_object<'de, D: serde::Deserializer<'de>>(
