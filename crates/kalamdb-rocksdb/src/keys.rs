@@ -74,12 +74,14 @@ pub const COLUMN_FAMILIES: [&str; 7] = [
 /// The version byte that starts every value this build writes.
 pub const VALUE_VERSION: u8 = 1;
 /// The on-disk format this build reads and writes, recorded in `meta`.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The older formats this build upgrades on open: `messages` keys in ascending id order (1),
-/// newest first without a bucket (2), without conversation records (3), and without members'
+/// newest first without a bucket (2), without conversation records (3), without members'
 /// deferred entries (4, which a format-4 build could not read: it takes a state's
-/// [`ConversationState::indexed_at`] for member names).
-pub const OLD_FORMAT_VERSIONS: [u32; 4] = [1, 2, 3, 4];
+/// [`ConversationState::indexed_at`] for member names), and without deletes (5, which a
+/// format-5 build could not read: it takes an index entry whose message a delete removed, and
+/// which the erase queue has yet to drop, for corruption, and never runs that queue).
+pub const OLD_FORMAT_VERSIONS: [u32; 5] = [1, 2, 3, 4, 5];
 /// The last format whose `messages` keys differ from this build's.
 pub const LAST_OLD_KEY_FORMAT: u32 = 2;
 /// The last format without conversation records, which an upgrade builds from the messages.

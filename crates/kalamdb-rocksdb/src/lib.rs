@@ -50,8 +50,10 @@
 //!
 //! Opening a store of format version 1 or 2 rewrites its message keys into the current layout
 //! before anything else reads it; one of version 3 or older gets its conversation records and
-//! listings built from its messages (`docs/RELIABILITY.md`). Version 4 is read as it is: version
-//! 5 only marks stores that may hold deferred members' entries, which a version-4 build misreads.
+//! listings built from its messages (`docs/RELIABILITY.md`). Versions 4 and 5 are read as they
+//! are: version 5 only marks stores that may hold deferred members' entries, which a version-4
+//! build misreads, and version 6 stores that may hold deletes still to erase, which a version-5
+//! build misreads.
 
 mod conversations;
 mod erase;

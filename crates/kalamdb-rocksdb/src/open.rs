@@ -33,7 +33,7 @@ pub enum OpenError {
         reason: String,
     },
     /// The directory was written by a newer, incompatible build.
-    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} and upgrades versions 1 to 4")]
+    #[error("the store at {path} has format version {found}; this build reads version {FORMAT_VERSION} and upgrades versions 1 to 5")]
     Format {
         /// The directory.
         path: PathBuf,

@@ -8,6 +8,9 @@ use kalamdb_core::{
     ConversationQuery, IdempotencyKey, MessageId, MessagePatch, NewConversation, NewMessage, Order,
     PreparedMessage, Query, Store,
 };
+mod common;
+
+use kalamdb_rocksdb::keys;
 use kalamdb_rocksdb::{Compression, RocksStore, StoreOptions, CHUNK};
 use serde_json::json;
 
@@ -422,4 +425,31 @@ fn retention_hides_old_messages_at_once_and_the_sweep_erases_them() {
     for token in ["tok-old-1e44", "tok-old-2f55"] {
         assert_eq!(files_holding(&db, token), Vec::<String>::new(), "{token}");
     }
+}
+
+/// A store of format 5 (before deletes) opens as it is and is marked 6, which a format-5 build
+/// refuses: it would read a deleted message's dangling index entry as corruption.
+#[test]
+fn a_format_5_store_opens_as_it_is_and_is_marked_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let id = {
+        let store = open(dir.path());
+        insert(&store, "c", "kept")
+    };
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, keys::COLUMN_FAMILIES)
+            .unwrap();
+        let meta = db.cf_handle(keys::CF_META).unwrap();
+        db.put_cf(meta, keys::META_FORMAT_VERSION, 5u32.to_be_bytes())
+            .unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.get(id).unwrap().unwrap().decode().unwrap().content,
+        "kept"
+    );
+    assert_eq!(count(&store, "c"), 1);
+    drop(store);
+    assert_eq!(common::format_version(&path), 6);
 }
