@@ -22,7 +22,9 @@
 //! drops the index entries and records, flushes every column family (the WAL files holding the
 //! deleted bytes become obsolete and are deleted: the store never recycles or archives WAL
 //! files), compacts each range down to the bottom level (where a tombstone and what it covers
-//! both vanish), removes the queue entries, and flushes and compacts them away too.
+//! both vanish), removes the queue entries, and flushes and compacts them away too. Two more
+//! files would keep key ranges (which hold conversation ids): the MANIFEST and RocksDB's info
+//! log; `open.rs` has the first rewritten on every change and keeps the second to warnings.
 //!
 //! # Retention
 //!
