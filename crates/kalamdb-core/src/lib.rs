@@ -23,6 +23,8 @@
 //!   reader threads (`handle/readers.rs`).
 //! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit, with
 //!   edits and deletes ([`live::Change`]) in their place among the messages.
+//! - `conformance` (feature `test-util`): the [`Store`] contract as one suite of checks, which
+//!   every backend's tests run (`store_conformance!`).
 //! - `testing` (feature `test-util`): `MemStore`, the whole [`Store`] contract in memory, and
 //!   `Faulty`, a delegating wrapper that fails or slows a store on command, so endpoints and
 //!   the handle are tested without RocksDB.
@@ -32,6 +34,8 @@
 //! `server.node_id` (through [`IdGenerator`]), `limits.max_message_size` and
 //! `limits.max_metadata_size` (through [`Limits`]); the server crate reads them and passes them in.
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
 pub mod conversation;
 pub mod handle;
 pub mod id;

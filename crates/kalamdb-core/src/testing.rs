@@ -714,6 +714,17 @@ impl Store for Faulty {
 }
 
 #[cfg(test)]
+mod conformance {
+    use super::*;
+
+    fn fresh() -> crate::conformance::Fresh {
+        (Arc::new(MemStore::new()), Box::new(()))
+    }
+
+    crate::store_conformance!(fresh);
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::message::NewMessage;
