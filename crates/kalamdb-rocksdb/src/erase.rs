@@ -346,14 +346,18 @@ impl RocksStore {
         op: &Op<'_>,
         tasks: &[EraseTask],
         last_id: MessageId,
+        durable: bool,
     ) -> Result<(), StoreError> {
         let meta = self.cf(CF_META);
         let now = now_ms();
         batch.put_cf(meta, erase_key(op.number, 0), encode_erase(now, tasks));
         batch.put_cf(meta, META_ID_FLOOR, last_id.as_u64().to_be_bytes());
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(store_error)?;
+        let result = if durable {
+            self.db.write_opt(batch, &self.write_options)
+        } else {
+            self.db.write(batch)
+        };
+        result.map_err(store_error)?;
         self.eraser.deletes.fetch_add(1, Ordering::AcqRel);
         self.eraser.note_pending(now);
         Ok(())
@@ -391,7 +395,7 @@ impl RocksStore {
             conversation_key(&conversation_id, STATE),
             state.encode(),
         );
-        self.commit_erasable(batch, &op, &tasks, ids.last())?;
+        self.commit_erasable(batch, &op, &tasks, ids.last(), true)?;
         drop(ids);
         Ok(Some(StoredMessage { msg_id: id, json }))
     }
@@ -478,7 +482,7 @@ impl RocksStore {
             just(CF_MESSAGES, &key),
             just(CF_MESSAGE_INDEX, &keys::index_key(id)),
         ];
-        self.commit_erasable(batch, &op, &tasks, ids.last())?;
+        self.commit_erasable(batch, &op, &tasks, ids.last(), true)?;
         drop(ids);
         Ok(Some(conversation_id))
     }
@@ -508,6 +512,18 @@ impl RocksStore {
         &self,
         conversation_id: &str,
         before: MessageId,
+    ) -> Result<Option<u64>, StoreError> {
+        self.trim(conversation_id, before, true)
+    }
+
+    /// A trim, fsynced before it returns when `durable` (and the store's `sync_writes`).
+    /// Retention's are not: one lost in a crash is done again by the next sweep, and a sweep
+    /// over many conversations would otherwise wait for a sync per conversation.
+    fn trim(
+        &self,
+        conversation_id: &str,
+        before: MessageId,
+        durable: bool,
     ) -> Result<Option<u64>, StoreError> {
         self.ensure_open()?;
         validate_name("conversation_id", conversation_id)?;
@@ -546,7 +562,7 @@ impl RocksStore {
             conversation_key(conversation_id, STATE),
             state.encode(),
         );
-        self.commit_erasable(batch, &doomed.op, &tasks, ids.last())?;
+        self.commit_erasable(batch, &doomed.op, &tasks, ids.last(), durable)?;
         drop(ids);
         Ok(Some(count))
     }
@@ -620,7 +636,7 @@ impl RocksStore {
             conversation_id: conversation_id.to_owned(),
             up_to: removed.first().copied().unwrap_or(0),
         });
-        self.commit_erasable(batch, &doomed.op, &tasks, ids.last())?;
+        self.commit_erasable(batch, &doomed.op, &tasks, ids.last(), true)?;
         drop(ids);
         Ok(true)
     }
@@ -898,9 +914,7 @@ impl RocksStore {
         }
         let mut expired = 0;
         for conversation in conversations {
-            expired += self
-                .trim_conversation_record(&conversation, floor)?
-                .unwrap_or(0);
+            expired += self.trim(&conversation, floor, false)?.unwrap_or(0);
         }
         Ok(expired)
     }

@@ -15,9 +15,10 @@
 //! - `readers.rs`: reads run on a few reader threads of their own
 //!   ([`StoreHandle::with_read_limit`], one per core by default), so a slow disk never stalls
 //!   the async workers. A busy reader takes the next read straight from the queue. Conversation
-//!   changes, edits and deletes run there too (the store orders them under its own lock); an
-//!   edit's or delete's live event then goes through the writer's queue, so subscribers see it
-//!   after every message committed before it. On tokio's
+//!   changes, edits and single deletes run there too (the store orders them under its own
+//!   lock); trims and conversation deletes, which may read a million ids first, run on tokio's
+//!   blocking pool instead. An edit's or delete's live event then goes through the writer's
+//!   queue, so subscribers see it after every message committed before it. On tokio's
 //!   blocking pool instead, 16 concurrent queries on two cores kept 32 threads waking each other
 //!   and answered a quarter fewer queries (`docs/BENCHMARKS.md`). Tests that pause tokio's clock
 //!   should know that the runtime does not count a read under way on those threads as work:
@@ -70,6 +71,8 @@ struct Shared {
     writer: Writer,
     hub: Arc<Hub>,
     readers: Readers,
+    /// For the long deletes, which run on tokio's blocking pool rather than hold a reader.
+    store: Arc<dyn Store>,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -101,6 +104,7 @@ impl StoreHandle {
                 writer,
                 hub,
                 readers,
+                store,
             }),
         }
     }
@@ -338,7 +342,7 @@ impl StoreHandle {
     ) -> Result<Option<u64>, StoreError> {
         let id = conversation_id.clone();
         let deleted = self
-            .on_reader(move |store| store.trim_conversation(&id, before))
+            .off_readers(move |store| store.trim_conversation(&id, before))
             .await?;
         if let Some(deleted) = deleted.filter(|n| *n > 0) {
             self.announce(conversation_id, Change::Trimmed { before, deleted })
@@ -352,7 +356,7 @@ impl StoreHandle {
     pub async fn delete_conversation(&self, conversation_id: String) -> Result<bool, StoreError> {
         let id = conversation_id.clone();
         let deleted = self
-            .on_reader(move |store| store.delete_conversation(&id))
+            .off_readers(move |store| store.delete_conversation(&id))
             .await?;
         if deleted {
             self.announce(conversation_id, Change::ConversationDeleted)
@@ -410,6 +414,20 @@ impl StoreHandle {
             let _ = stopped.await;
         }
         self.on_reader(|store| store.close()).await
+    }
+
+    /// Runs `f` on tokio's blocking pool: for a trim or a conversation delete, which read every
+    /// id they remove (a million-message conversation takes seconds) and would otherwise keep
+    /// one of the few reader threads from the queries waiting behind it.
+    async fn off_readers<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.shared.store);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|_| StoreError::Internal("a store delete failed".into()))?
     }
 
     /// Runs `f` on a reader thread: every store call but inserts goes through here.
