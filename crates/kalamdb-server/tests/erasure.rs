@@ -204,3 +204,48 @@ fn a_kill_9_right_after_a_delete_brings_back_neither_the_message_nor_its_bytes()
     wait_erased(&data, &["tok-killed-4a61"], since);
     assert!(!files_holding(&data, "tok-survivor-c0de").is_empty());
 }
+
+#[test]
+fn retention_deletes_old_messages_from_reads_and_from_the_files() {
+    let dir = ServerDir::new("[retention]\nmax_age_secs = 1\n");
+    let config = std::fs::read_to_string(dir.config_path()).unwrap().replace(
+        "[storage]\n",
+        &format!(
+            "[storage]\ncompression = \"none\"\nerase_within_secs = {ERASE_WITHIN_SECS}\n\
+             sync_writes = false\n"
+        ),
+    );
+    std::fs::write(dir.config_path(), config).unwrap();
+    let data = dir.dir.path().join("data");
+    let server = dir.start();
+    let old = insert(server.addr, "aging", "tok-retained-9e31");
+    let written = Instant::now();
+    let fresh = request(server.addr, "GET", &format!("/api/v1/messages/{old}"), None).unwrap();
+    assert_eq!(fresh.status, 200, "readable while younger than a second");
+    // The message ages past a second; from then on no read returns it.
+    let deadline = written + Duration::from_secs(10);
+    loop {
+        let answer = request(server.addr, "GET", &format!("/api/v1/messages/{old}"), None).unwrap();
+        if answer.status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still readable after {:?}",
+            written.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        written.elapsed() >= Duration::from_secs(1),
+        "not before its age"
+    );
+    let record = request(server.addr, "GET", "/api/v1/conversations/aging", None).unwrap();
+    assert_eq!(record.json["message_count"], 0);
+    assert_eq!(record.json["last_message"], serde_json::Value::Null);
+    wait_erased(
+        &data,
+        &["tok-retained-9e31"],
+        written + Duration::from_secs(1),
+    );
+}
