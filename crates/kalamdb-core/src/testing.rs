@@ -568,7 +568,7 @@ impl Faulty {
 }
 
 impl Faulty {
-    /// What an edit or delete goes through first: the write delay, and failing on command.
+    /// What every write goes through first: the write delay, and failing on command.
     fn before_change(&self) -> Result<(), StoreError> {
         wait(&self.write_delay_us);
         if self.fail_writes.load(Ordering::SeqCst) {
@@ -595,10 +595,7 @@ impl Store for Faulty {
         messages: &[PreparedMessage],
         keys: &[(usize, IdempotencyKey)],
     ) -> Result<Vec<Inserted>, StoreError> {
-        wait(&self.write_delay_us);
-        if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("disk full".into()));
-        }
+        self.before_change()?;
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.insert_with_keys(messages, keys)
     }

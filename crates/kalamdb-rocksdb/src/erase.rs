@@ -608,8 +608,8 @@ impl RocksStore {
                 conversation_id,
             ));
         }
-        let members = self.members_of(conversation_id)?;
         if state.large {
+            let members = self.member_list(conversation_id)?.unwrap_or_default();
             for member in &members {
                 entries.push(activity_key(
                     member,
@@ -639,11 +639,6 @@ impl RocksStore {
         self.commit_erasable(batch, &doomed.op, &tasks, ids.last(), true)?;
         drop(ids);
         Ok(true)
-    }
-
-    /// A conversation's members, read now.
-    fn members_of(&self, conversation_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self.member_list(conversation_id)?.unwrap_or_default())
     }
 
     /// Whether an idempotency record's answer belongs to a conversation that was deleted since

@@ -17,8 +17,9 @@ const ERASE_WITHIN_SECS: u64 = 2;
 /// What the eraser's round itself may take on a slow, shared CI machine, on top of the bound.
 const SLACK: Duration = Duration::from_secs(20);
 
-fn server_dir() -> ServerDir {
-    let dir = ServerDir::new("");
+/// A server dir storing uncompressed with the tests' bound, and `extra` config appended.
+fn server_dir(extra: &str) -> ServerDir {
+    let dir = ServerDir::new(extra);
     let config = std::fs::read_to_string(dir.config_path()).unwrap().replace(
         "[storage]\n",
         &format!(
@@ -89,7 +90,7 @@ fn insert(addr: std::net::SocketAddr, conversation_id: &str, content: &str) -> S
 
 #[test]
 fn deleted_bytes_leave_the_data_directory_within_the_bound_and_stay_gone() {
-    let dir = server_dir();
+    let dir = server_dir("");
     let data = dir.dir.path().join("data");
     let server = dir.start();
     let addr = server.addr;
@@ -173,7 +174,7 @@ fn deleted_bytes_leave_the_data_directory_within_the_bound_and_stay_gone() {
 
 #[test]
 fn a_kill_9_right_after_a_delete_brings_back_neither_the_message_nor_its_bytes() {
-    let dir = server_dir();
+    let dir = server_dir("");
     let data = dir.dir.path().join("data");
     let server = dir.start();
     let addr = server.addr;
@@ -207,15 +208,7 @@ fn a_kill_9_right_after_a_delete_brings_back_neither_the_message_nor_its_bytes()
 
 #[test]
 fn retention_deletes_old_messages_from_reads_and_from_the_files() {
-    let dir = ServerDir::new("[retention]\nmax_age_secs = 1\n");
-    let config = std::fs::read_to_string(dir.config_path()).unwrap().replace(
-        "[storage]\n",
-        &format!(
-            "[storage]\ncompression = \"none\"\nerase_within_secs = {ERASE_WITHIN_SECS}\n\
-             sync_writes = false\n"
-        ),
-    );
-    std::fs::write(dir.config_path(), config).unwrap();
+    let dir = server_dir("[retention]\nmax_age_secs = 1\n");
     let data = dir.dir.path().join("data");
     let server = dir.start();
     let old = insert(server.addr, "aging", "tok-retained-9e31");
