@@ -246,6 +246,13 @@ impl<C: Clock> IdGenerator<C> {
         MessageId(self.last.load(Ordering::Acquire))
     }
 
+    /// Raises the generator to `seen` when it is behind it, so every later id is above
+    /// `seen`: how a store that mints under its own lock mints above the highest id a
+    /// conversation holds, whichever server minted that one (`../shared/DESIGN.md` §7).
+    pub fn observe(&self, seen: MessageId) {
+        self.last.fetch_max(seen.0, Ordering::AcqRel);
+    }
+
     /// Issues the next id: greater than every id issued or seeded before.
     pub fn next_id(&self) -> Result<MessageId, IdError> {
         let now = self.clock.now_ms().saturating_sub(EPOCH_MS);
@@ -335,6 +342,25 @@ mod tests {
         assert_eq!(id.timestamp_ms(), T0);
         assert_eq!(id.node_id(), 7);
         assert_eq!(id.sequence(), 0);
+    }
+
+    #[test]
+    fn an_observed_id_from_a_server_ahead_is_minted_above_and_a_lower_one_changes_nothing() {
+        let clock = ManualClock::at(T0);
+        let gen = IdGenerator::with_clock(3, MessageId::MIN, clock).unwrap();
+        let own = gen.next_id().unwrap();
+        // Another server (node 9), its clock 5 ms ahead, wrote the conversation's last id.
+        let theirs = MessageId::from_parts(T0 + 5, 9, 0).unwrap();
+        gen.observe(theirs);
+        let next = gen.next_id().unwrap();
+        assert!(next > theirs && next.node_id() == 3, "{next:?}");
+        assert_eq!(
+            next.timestamp_ms(),
+            T0 + 6,
+            "a higher node's id borrows the next ms"
+        );
+        gen.observe(own);
+        assert!(gen.next_id().unwrap() > next);
     }
 
     #[test]

@@ -59,4 +59,4 @@ pub use message::{
     ValidationError,
 };
 pub use query::{Order, Page, Query};
-pub use store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};
+pub use store::{Committed, IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};

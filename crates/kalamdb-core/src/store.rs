@@ -137,6 +137,32 @@ pub trait Store: Send + Sync + 'static {
         keys: &[(usize, IdempotencyKey)],
     ) -> Result<Vec<Inserted>, StoreError>;
 
+    /// Whether the store orders concurrent inserts itself, per conversation (lock, then mint:
+    /// `../shared/DESIGN.md` §7). The handle then calls [`Store::insert_ordered`] for each
+    /// request, many at once, instead of grouping every insert through its one writer thread.
+    /// `false` (the default) for a store whose order is its single writer (RocksDB).
+    fn orders_writes(&self) -> bool {
+        false
+    }
+
+    /// One request's insert for a store that [orders writes](Store::orders_writes): like
+    /// [`Store::insert_with_keys`], and also settles its idempotency key against every
+    /// other server's (a key taken meanwhile answers as the first time, or conflicts), and
+    /// says, for each message, the id its conversation held before it, which live streams use
+    /// to notice a message they did not hear of.
+    fn insert_ordered(
+        &self,
+        messages: &[PreparedMessage],
+        keys: &[(usize, IdempotencyKey)],
+    ) -> Result<Committed, StoreError> {
+        let inserted = self.insert_with_keys(messages, keys)?;
+        Ok(Committed {
+            prev: Vec::new(),
+            inserted,
+            replayed: false,
+        })
+    }
+
     /// The unexpired record of an idempotency key, if there is one.
     fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
@@ -220,6 +246,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes, then refuses further operations with [`StoreError::Closed`].
     fn close(&self) -> Result<(), StoreError>;
+}
+
+/// What [`Store::insert_ordered`] committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The answer for each message, in input order.
+    pub inserted: Vec<Inserted>,
+    /// For each message, the highest id its conversation held before it
+    /// ([`MessageId::MIN`] for none); empty when the store does not say.
+    pub prev: Vec<MessageId>,
+    /// The answer came from an idempotency record another request wrote: nothing was stored
+    /// now, and nothing is to be published.
+    pub replayed: bool,
 }
 
 /// Size figures of one part of a store (a RocksDB column family), as the metrics publish them.
