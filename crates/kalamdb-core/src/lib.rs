@@ -21,6 +21,8 @@
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold (`handle/mod.rs`);
 //!   inserts go through the group-commit writer thread (`handle/writer.rs`), reads run on a few
 //!   reader threads (`handle/readers.rs`).
+//! - [`bus`]: live streams across servers: the [`bus::Bus`] a server sends its committed
+//!   messages and changes to, and the events on its wire.
 //! - [`live`]: live subscriptions to a conversation, fed by the writer after each commit, with
 //!   edits and deletes ([`live::Change`]) in their place among the messages.
 //! - `conformance` (feature `test-util`): the [`Store`] contract as one suite of checks, which
@@ -34,6 +36,7 @@
 //! `server.node_id` (through [`IdGenerator`]), `limits.max_message_size` and
 //! `limits.max_metadata_size` (through [`Limits`]); the server crate reads them and passes them in.
 
+pub mod bus;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod conversation;

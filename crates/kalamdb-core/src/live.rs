@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, watch};
 
+use crate::bus::Event;
 use crate::id::MessageId;
 use crate::message::{PreparedMessage, StoredMessage};
 
@@ -100,6 +101,13 @@ impl Hub {
         })
     }
 
+    /// Resolves once [`Hub::end`] was called.
+    pub(crate) async fn ended(&self) {
+        let mut ended = self.ended.subscribe();
+        // An error means the hub is gone, which is an end too.
+        let _ = ended.wait_for(|ended| *ended).await;
+    }
+
     /// Ends every subscription, now and to come.
     pub(crate) fn end(&self) {
         let _topics = self.topics();
@@ -142,6 +150,37 @@ impl Hub {
         }
     }
 
+    /// Whether `conversation_id` has a subscriber here.
+    pub(crate) fn is_watched(&self, conversation_id: &str) -> bool {
+        self.watched.load(Ordering::Relaxed) > 0 && self.topics().contains_key(conversation_id)
+    }
+
+    /// Publishes an event of a store that orders its own writes, or one heard from another
+    /// server ([`crate::bus`]): a message goes with the id before it, so a subscriber that
+    /// did not see that one knows it missed some; a message that came without its JSON is a
+    /// [`Delivery::Missed`], read from the store. Never blocks.
+    pub(crate) fn publish_event(&self, event: &Event) {
+        if self.watched.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let delivery = match event {
+            Event::Message {
+                prev,
+                message: Some(message),
+                ..
+            } => Delivery::Follows {
+                message: Arc::clone(message),
+                prev: *prev,
+            },
+            Event::Message { message: None, .. } => Delivery::Missed,
+            Event::Change { change, .. } => Delivery::Changed(change.clone()),
+        };
+        if let Some(sender) = self.topics().get(event.conversation_id()) {
+            // An error means nobody listens any more.
+            let _ = sender.send(delivery);
+        }
+    }
+
     /// Publishes a committed change to a conversation's subscribers. Never blocks.
     pub(crate) fn publish_change(&self, conversation_id: &str, change: Change) {
         if self.watched.load(Ordering::Relaxed) == 0 {
@@ -159,6 +198,17 @@ impl Hub {
 pub enum Delivery {
     /// The next message stored in the conversation.
     Message(Arc<StoredMessage>),
+    /// The next message of a conversation written by several writers at once (a store that
+    /// [orders its own writes](crate::Store::orders_writes), or another server), with the
+    /// highest id its conversation held before it. Such messages can arrive out of order:
+    /// a subscriber whose last message is below `prev` missed some, and reads the store after
+    /// its last id, as for [`Delivery::Missed`].
+    Follows {
+        /// The message.
+        message: Arc<StoredMessage>,
+        /// The id before it.
+        prev: MessageId,
+    },
     /// An edit or a delete, in its place among the messages.
     Changed(Change),
     /// The subscriber fell behind and some messages were dropped for it. Read the store after

@@ -513,6 +513,9 @@ pub struct Faulty {
     writes: AtomicUsize,
     reading: AtomicUsize,
     most_reading: AtomicUsize,
+    orders_writes: AtomicBool,
+    writing: AtomicUsize,
+    most_writing: AtomicUsize,
 }
 
 impl std::fmt::Debug for Faulty {
@@ -533,6 +536,9 @@ impl Faulty {
             writes: AtomicUsize::new(0),
             reading: AtomicUsize::new(0),
             most_reading: AtomicUsize::new(0),
+            orders_writes: AtomicBool::new(false),
+            writing: AtomicUsize::new(0),
+            most_writing: AtomicUsize::new(0),
         }
     }
 
@@ -565,6 +571,23 @@ impl Faulty {
     pub fn most_concurrent_reads(&self) -> usize {
         self.most_reading.load(Ordering::SeqCst)
     }
+
+    /// Claims to [order its own writes](Store::orders_writes), as the PostgreSQL store does, so
+    /// a handle created afterwards sends it each insert on its own, many at once. (The inner
+    /// store must then be safe under concurrent inserts, as `MemStore` is.)
+    pub fn order_writes(&self, orders: bool) {
+        self.orders_writes.store(orders, Ordering::SeqCst);
+    }
+
+    /// The inserts under way now.
+    pub fn writes_under_way(&self) -> usize {
+        self.writing.load(Ordering::SeqCst)
+    }
+
+    /// The most inserts that ran at once.
+    pub fn most_concurrent_writes(&self) -> usize {
+        self.most_writing.load(Ordering::SeqCst)
+    }
 }
 
 impl Faulty {
@@ -595,9 +618,18 @@ impl Store for Faulty {
         messages: &[PreparedMessage],
         keys: &[(usize, IdempotencyKey)],
     ) -> Result<Vec<Inserted>, StoreError> {
-        self.before_change()?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.insert_with_keys(messages, keys)
+        let now = self.writing.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_writing.fetch_max(now, Ordering::SeqCst);
+        let result = self.before_change().and_then(|()| {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.inner.insert_with_keys(messages, keys)
+        });
+        self.writing.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn orders_writes(&self) -> bool {
+        self.orders_writes.load(Ordering::SeqCst)
     }
 
     fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {

@@ -14,6 +14,7 @@
 //!   its ids above the row's `last_id`, so a conversation's ids commit in order whichever
 //!   server writes; retries of serialization failures and deadlocks, and the check of a
 //!   `COMMIT` whose outcome is unknown.
+//! - [`bus`]: the `postgres` live bus, `NOTIFY` after commit and `LISTEN`, PostgreSQL's own.
 //! - `testing` (feature `test-util`): a PostgreSQL server of the tests' own on loopback.
 //! - `error.rs`: database errors as [`StoreError`](kalamdb_core::StoreError)s.
 //!
@@ -21,6 +22,7 @@
 //! its own and blocks the calling thread on it, so it serves the handle's threads and plain
 //! tests alike.
 
+pub mod bus;
 mod error;
 mod lease;
 mod schema;

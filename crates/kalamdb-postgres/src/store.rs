@@ -230,7 +230,7 @@ async fn upkeep(inner: Arc<Inner>) {
         }
         rounds += 1;
         // About once a minute with the default ttl: a bounded delete of expired keys.
-        if rounds % 18 == 0 {
+        if rounds.is_multiple_of(18) {
             let oldest = clamp(now_ms().saturating_sub(inner.idempotency_ttl.as_millis() as u64));
             if let Ok(client) = inner.pool.get().await {
                 if let Err(e) = client
@@ -372,12 +372,20 @@ impl Inner {
                 StoreError::Internal(format!("an idempotency key for no message ({index})"))
             })?;
             let oldest = self.oldest_key_ms();
-            tx.execute(&self.sql.idempotency_drop_expired, &[&key.key, &oldest])
+            let drop_expired = tx
+                .prepare_cached(&self.sql.idempotency_drop_expired)
+                .await
+                .map_err(db)?;
+            tx.execute(&drop_expired, &[&key.key, &oldest])
+                .await
+                .map_err(db)?;
+            let put = tx
+                .prepare_cached(&self.sql.idempotency_put)
                 .await
                 .map_err(db)?;
             let put = tx
                 .execute(
-                    &self.sql.idempotency_put,
+                    &put,
                     &[
                         &key.key,
                         &key.fingerprint.as_slice(),
@@ -463,8 +471,12 @@ impl Inner {
 
     async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, Failure> {
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.sql.idempotency_get)
+            .await
+            .map_err(db)?;
         let row = client
-            .query_opt(&self.sql.idempotency_get, &[&key, &self.oldest_key_ms()])
+            .query_opt(&statement, &[&key, &self.oldest_key_ms()])
             .await
             .map_err(db)?;
         let Some(row) = row else {
@@ -488,8 +500,9 @@ impl Inner {
     /// The conversation of a message, by id.
     async fn conversation_of(&self, id: MessageId) -> Result<Option<String>, Failure> {
         let client = self.client().await?;
+        let statement = client.prepare_cached(&self.sql.get).await.map_err(db)?;
         let Some(row) = client
-            .query_opt(&self.sql.get, &[&sql_id(id)])
+            .query_opt(&statement, &[&sql_id(id)])
             .await
             .map_err(db)?
         else {
@@ -862,8 +875,9 @@ impl Store for PgStore {
         let inner = &self.inner;
         self.run(async {
             let client = inner.client().await?;
+            let statement = client.prepare_cached(&inner.sql.get).await.map_err(db)?;
             let row = client
-                .query_opt(&inner.sql.get, &[&sql_id(id)])
+                .query_opt(&statement, &[&sql_id(id)])
                 .await
                 .map_err(db)?;
             Ok(row.map(|row| StoredMessage {
@@ -939,8 +953,12 @@ impl Store for PgStore {
         let inner = &self.inner;
         self.run(async {
             let client = inner.client().await?;
+            let statement = client
+                .prepare_cached(&inner.sql.is_member)
+                .await
+                .map_err(db)?;
             let row = client
-                .query_opt(&inner.sql.is_member, &[&conversation_id, &user_id])
+                .query_opt(&statement, &[&conversation_id, &user_id])
                 .await
                 .map_err(db)?;
             Ok(row.map(|row| row.get::<_, Option<String>>(0).is_some()))

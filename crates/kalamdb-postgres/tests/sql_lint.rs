@@ -1,7 +1,8 @@
 //! The store's SQL stays inside what PostgreSQL, Citus, CockroachDB and YugabyteDB all run
 //! (`../shared/DESIGN.md` §7): every statement and every DDL is held to a list of constructs
 //! that at least one of them lacks or runs differently, and no statement hides outside
-//! `src/sql.rs`, where the list cannot see it.
+//! `src/sql.rs`, where the list cannot see it (but the `postgres` live bus's, in `src/bus.rs`,
+//! which is PostgreSQL's own by design).
 
 use kalamdb_postgres::sql::{Sql, BOOTSTRAP, MIGRATIONS, SCHEMA_VERSION};
 
@@ -135,7 +136,12 @@ fn no_statement_lives_outside_sql_rs() {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "sql.rs") {
+        // The bus's LISTEN and pg_notify are PostgreSQL's own, and not the store's: a
+        // CockroachDB deployment runs the store with the NATS bus.
+        if path
+            .file_name()
+            .is_some_and(|n| n == "sql.rs" || n == "bus.rs")
+        {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();

@@ -60,6 +60,8 @@ pub(super) struct Feed {
     /// Whether the store holds more after `last` than has been read.
     more: bool,
     heartbeat: tokio::time::Interval,
+    /// With `live.resync_ms` set: a read of the store after each quiet spell that long.
+    resync: Option<tokio::time::Interval>,
     /// Set once the conversation was deleted: its event is the last.
     ended: bool,
     _active: Active,
@@ -89,6 +91,7 @@ impl Feed {
             queue: VecDeque::new(),
             more: false,
             heartbeat,
+            resync: None,
             ended: false,
             _active: Active::open(permit),
         };
@@ -140,6 +143,17 @@ impl Feed {
                     }
                     // Already sent from the store.
                     Delivery::Message(_) => {}
+                    Delivery::Follows { message, prev } => {
+                        if prev > self.last.unwrap_or(MessageId::MIN) {
+                            // A message between the last one sent and this one has not been
+                            // heard of (lost, or still on its way): the store has it.
+                            metrics::counter!(crate::metrics::STREAM_CATCH_UPS_TOTAL).increment(1);
+                            self.more = true;
+                        } else if self.is_new(message.msg_id) {
+                            self.last = Some(message.msg_id);
+                            return Some(self.sent_event(event(&message)));
+                        }
+                    }
                     Delivery::Changed(change) => {
                         self.ended = matches!(change, Change::ConversationDeleted);
                         let frame = change_event(&self.conversation_id, &change);
@@ -152,8 +166,23 @@ impl Feed {
                     Delivery::Ended => return None,
                 },
                 _ = self.heartbeat.tick() => return Some(Bytes::from_static(HEARTBEAT)),
+                // Heard nothing for a while, where a bus between servers may lose a message
+                // that nothing after it would reveal: read the store.
+                _ = resync_tick(&mut self.resync) => {
+                    self.more = true;
+                }
             }
         }
+    }
+
+    /// Sets how long a stream waits, hearing nothing, before it reads the store anyway.
+    pub(super) fn with_resync(mut self, resync: Option<Duration>) -> Self {
+        self.resync = resync.map(|every| {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        self
     }
 
     fn is_new(&self, id: MessageId) -> bool {
@@ -173,7 +202,20 @@ impl Feed {
 
     fn sent_event(&mut self, frame: Bytes) -> Bytes {
         self.heartbeat.reset();
+        if let Some(resync) = &mut self.resync {
+            resync.reset();
+        }
         metrics::counter!(crate::metrics::STREAM_EVENTS_SENT_TOTAL).increment(1);
         frame
+    }
+}
+
+/// The next resync tick, or never without one.
+async fn resync_tick(resync: &mut Option<tokio::time::Interval>) {
+    match resync {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -67,6 +67,10 @@ pub struct StreamLimits {
     pub heartbeat: Duration,
     /// The most streams open at once (`stream.max_subscribers`).
     pub max_subscribers: usize,
+    /// With several servers (`live.resync_ms`): how long a stream hears nothing before it
+    /// reads the store anyway, for a message the bus between servers lost. `None` on one
+    /// server, whose streams hear of every message.
+    pub resync: Option<Duration>,
 }
 
 impl Default for StreamLimits {
@@ -74,6 +78,7 @@ impl Default for StreamLimits {
         Self {
             heartbeat: Duration::from_millis(15_000),
             max_subscribers: 10_000,
+            resync: None,
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct StreamMessages {
     /// One permit per open stream, shared by every clone of the endpoint.
     slots: Arc<Semaphore>,
     max_subscribers: usize,
+    resync: Option<Duration>,
 }
 
 impl StreamMessages {
@@ -103,6 +109,7 @@ impl StreamMessages {
             heartbeat: limits.heartbeat.max(Duration::from_millis(1)),
             slots: Arc::new(Semaphore::new(max_subscribers)),
             max_subscribers,
+            resync: limits.resync.map(|r| r.max(Duration::from_millis(1))),
         }
     }
 
@@ -158,7 +165,8 @@ impl StreamMessages {
             (last, first),
             self.heartbeat,
             permit,
-        );
+        )
+        .with_resync(self.resync);
         let mut response = Response::new(feed.into_body());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -12,6 +12,12 @@
 //!   the writer only splices ids in. After a group commits, the writer publishes its messages to
 //!   the conversations' live subscribers ([`crate::live`]); it is the only publisher, so
 //!   subscribers see commit order.
+//! - `ordered.rs`: the insert path of a store that [orders its own writes](Store::orders_writes)
+//!   (the PostgreSQL store of `../shared/DESIGN.md` §7, several servers on one database): each
+//!   request is its own store call on tokio's blocking pool, many at once, and its messages go
+//!   to the subscribers, and to the [`Bus`] of other servers when one is attached
+//!   ([`StoreHandle::attach_bus`]), with the id before each, so a stream notices a message it
+//!   did not hear of. The writer thread then only orders edits' and deletes' events.
 //! - `readers.rs`: reads run on a few reader threads of their own
 //!   ([`StoreHandle::with_read_limit`], one per core by default), so a slow disk never stalls
 //!   the async workers. A busy reader takes the next read straight from the queue. Conversation
@@ -25,16 +31,18 @@
 //!   with nothing else to do, the paused clock jumps ahead, and a timeout around the read fires.
 //!
 //! The split is by thread: each file owns one kind of thread and the queue that feeds it. It
-//! stays inside `kalamdb-core`, not a crate of its own, because a second backend (the
-//! distributed store of `../shared/DESIGN.md` §7) reuses the facade and the readers as they
-//! are, and keeps or replaces only the writer; the ids and visibility it must keep are the
-//! [`Store`] contract, not this code.
+//! stays inside `kalamdb-core`, not a crate of its own, because the distributed store of
+//! `../shared/DESIGN.md` §7 reuses the facade and the readers as they are, and replaces only
+//! the writer (`ordered.rs`); the ids and visibility it must keep are the [`Store`] contract,
+//! not this code.
 
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::bus::{Bus, Event};
 
 use crate::conversation::{
     Conversation, ConversationPage, ConversationPatch, ConversationQuery, NewConversation,
@@ -45,6 +53,7 @@ use crate::message::{Inserted, MessagePatch, NewMessage, PreparedMessage, Stored
 use crate::query::{Page, Query};
 use crate::store::{IdempotencyKey, PartStats, Store, StoreError};
 
+mod ordered;
 mod readers;
 mod writer;
 
@@ -73,7 +82,18 @@ struct Shared {
     readers: Readers,
     /// For the long deletes, which run on tokio's blocking pool rather than hold a reader.
     store: Arc<dyn Store>,
+    /// The store [orders its own writes](Store::orders_writes): inserts take `ordered.rs`'s
+    /// path, not the writer's.
+    ordered: bool,
+    /// One permit per insert under way on that path, so `close` can wait for them all.
+    inflight: Arc<Semaphore>,
+    /// Where committed messages and changes go for the other servers, once attached.
+    bus: OnceLock<Arc<dyn Bus>>,
 }
+
+/// The most inserts under way at once on the ordered path; more wait for a permit. The
+/// store's own connection pool is the tighter bound; this one bounds the threads blocked on it.
+const MAX_ORDERED_INFLIGHT: usize = 1024;
 
 impl std::fmt::Debug for StoreHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,9 +124,30 @@ impl StoreHandle {
                 writer,
                 hub,
                 readers,
+                ordered: store.orders_writes(),
                 store,
+                inflight: Arc::new(Semaphore::new(MAX_ORDERED_INFLIGHT)),
+                bus: OnceLock::new(),
             }),
         }
+    }
+
+    /// Sends every message and change committed through this handle from now on to `bus` as
+    /// well, for the subscribers of other servers (`../shared/DESIGN.md` §7). Once only: a
+    /// second bus is refused with `false`.
+    pub fn attach_bus(&self, bus: Arc<dyn Bus>) -> bool {
+        self.shared.bus.set(bus).is_ok()
+    }
+
+    /// Resolves once [`StoreHandle::end_streams`] or [`StoreHandle::close`] was called: when a
+    /// bus stops listening.
+    pub async fn streams_ended(&self) {
+        self.shared.hub.ended().await;
+    }
+
+    /// Hands an event another server published to this server's subscribers.
+    pub fn deliver(&self, event: &Event) {
+        self.shared.hub.publish_event(event);
     }
 
     /// Stores one message; see [`StoreHandle::insert_batch`].
@@ -175,6 +216,26 @@ impl StoreHandle {
             .into_iter()
             .map(PreparedMessage::new)
             .collect::<Result<Vec<_>, _>>()?;
+        if self.shared.ordered {
+            let permit = Arc::clone(&self.shared.inflight)
+                .acquire_owned()
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let shared = Arc::clone(&self.shared);
+            return tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                ordered::insert(
+                    shared.store.as_ref(),
+                    &shared.hub,
+                    shared.bus.get(),
+                    &messages,
+                    key,
+                    member.as_deref(),
+                )
+            })
+            .await
+            .map_err(|_| StoreError::Internal("a store insert failed".into()))?;
+        }
         let (reply, answer) = oneshot::channel();
         self.shared
             .writer
@@ -368,6 +429,12 @@ impl StoreHandle {
     /// Publishes a committed change through the writer, which publishes in commit order (see
     /// [`writer`]). A writer that stopped has no subscribers left to tell.
     async fn announce(&self, conversation_id: String, change: Change) {
+        if let Some(bus) = self.shared.bus.get() {
+            bus.publish(Event::Change {
+                conversation_id: conversation_id.clone(),
+                change: change.clone(),
+            });
+        }
         let _ = self
             .shared
             .writer
@@ -408,6 +475,18 @@ impl StoreHandle {
     /// store. Inserts that arrive afterwards fail with [`StoreError::Closed`]; subscriptions end.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.end_streams();
+        if self.shared.ordered {
+            // Every insert under way finishes; later ones are refused.
+            if let Ok(all) = self
+                .shared
+                .inflight
+                .acquire_many(MAX_ORDERED_INFLIGHT as u32)
+                .await
+            {
+                all.forget();
+            }
+            self.shared.inflight.close();
+        }
         let (done, stopped) = oneshot::channel();
         if self.shared.writer.send(Job::Stop(done)).await.is_ok() {
             // An error here means the writer already exited; either way it has stopped.
@@ -498,6 +577,102 @@ mod tests {
         assert_eq!(ids.len(), 200);
         // Requests that arrived while a write was under way were committed together.
         assert!(faulty.writes() < 200);
+    }
+
+    /// A bus that keeps what it is given.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<Event>>);
+
+    impl Bus for Recorder {
+        fn publish(&self, event: Event) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_that_orders_its_writes_gets_them_at_once_and_every_one_is_heard() {
+        let (_, faulty) = stores();
+        faulty.order_writes(true);
+        faulty.delay_writes(std::time::Duration::from_millis(20));
+        let handle = StoreHandle::new(faulty.clone());
+        let bus = Arc::new(Recorder::default());
+        assert!(handle.attach_bus(bus.clone()));
+        assert!(!handle.attach_bus(bus.clone()), "one bus only");
+        let mut sub = handle.subscribe("c").unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.insert(new_message("c", &format!("m{i}"))).await })
+            })
+            .collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for task in tasks {
+            ids.insert(task.await.unwrap().unwrap().msg_id);
+        }
+        assert_eq!(ids.len(), 16);
+        // Each request its own call, several under way at once: no group commit.
+        assert_eq!(faulty.writes(), 16);
+        assert!(faulty.most_concurrent_writes() > 1);
+        let mut heard = std::collections::BTreeSet::new();
+        for _ in 0..16 {
+            match sub.recv().await {
+                crate::Delivery::Follows { message, .. } => heard.insert(message.msg_id),
+                other => panic!("{other:?}"),
+            };
+        }
+        assert_eq!(heard, ids);
+        let sent: std::collections::BTreeSet<_> = bus
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { msg_id, .. } => Some(*msg_id),
+                Event::Change { .. } => None,
+            })
+            .collect();
+        assert_eq!(sent, ids, "the bus got every message for the other servers");
+        // A delete goes to the bus too.
+        let first = *ids.first().unwrap();
+        handle.delete_message(first).await.unwrap();
+        assert!(bus.0.lock().unwrap().iter().any(|e| matches!(
+            e,
+            Event::Change { change: Change::Deleted(id), .. } if *id == first
+        )));
+        // What another server publishes reaches this one's subscribers.
+        let theirs = Arc::new(StoredMessage {
+            msg_id: MessageId::from_u64(u64::MAX >> 1),
+            json: b"{}".to_vec(),
+        });
+        handle.deliver(&Event::Message {
+            conversation_id: "c".into(),
+            prev: MessageId::MIN,
+            msg_id: theirs.msg_id,
+            message: Some(theirs.clone()),
+        });
+        loop {
+            match sub.recv().await {
+                crate::Delivery::Follows { message, .. } if message.msg_id == theirs.msg_id => {
+                    break
+                }
+                crate::Delivery::Changed(_) => continue,
+                other => panic!("{other:?}"),
+            }
+        }
+        // Close waits for an insert under way, then refuses new ones.
+        let slow = {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.insert(new_message("c", "late")).await })
+        };
+        while faulty.writes_under_way() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        handle.close().await.unwrap();
+        assert!(slow.await.unwrap().is_ok(), "the insert under way finished");
+        assert!(matches!(
+            handle.insert(new_message("c", "after")).await,
+            Err(StoreError::Closed)
+        ));
     }
 
     #[tokio::test]

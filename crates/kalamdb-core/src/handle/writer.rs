@@ -231,7 +231,11 @@ fn commit(store: &dyn Store, hub: &Hub, group: Group) {
 /// refused message (by its place, in a batch) and changes nothing. A conversation created here is
 /// written before the group: when the group's write then fails, it stays, empty, with `user` as
 /// its member, as if they had created it with `POST /api/v1/conversations`.
-fn admit(store: &dyn Store, user: &str, messages: &[PreparedMessage]) -> Result<(), StoreError> {
+pub(super) fn admit(
+    store: &dyn Store,
+    user: &str,
+    messages: &[PreparedMessage],
+) -> Result<(), StoreError> {
     let refused = |index: usize, conversation_id: &str| {
         let place = if messages.len() > 1 {
             format!("messages[{index}]: ")
