@@ -8,6 +8,8 @@ use tokio_postgres::error::SqlState;
 pub(crate) enum Failure {
     /// The database refused or failed a statement.
     Db(tokio_postgres::Error),
+    /// The `COMMIT` failed: when the connection broke, whether it committed is unknown.
+    AtCommit(tokio_postgres::Error),
     /// No connection could be had from the pool.
     Pool(deadpool_postgres::PoolError),
     /// The answer is a store error as it is (not found, a conflict, a lost lease).
@@ -17,6 +19,11 @@ pub(crate) enum Failure {
 /// Wraps a statement's error.
 pub(crate) fn db(e: tokio_postgres::Error) -> Failure {
     Failure::Db(e)
+}
+
+/// Wraps a `COMMIT`'s error.
+pub(crate) fn at_commit(e: tokio_postgres::Error) -> Failure {
+    Failure::AtCommit(e)
 }
 
 impl From<deadpool_postgres::PoolError> for Failure {
@@ -41,16 +48,31 @@ impl Failure {
     /// A serialization failure or a deadlock: the transaction did nothing and may simply run
     /// again. CockroachDB (serializable by default) and YugabyteDB report contention this way,
     /// and PostgreSQL a deadlock between two batches.
+    ///
+    /// So may one whose connection broke before its `COMMIT` was sent (the database rolls it
+    /// back; a pooled connection that died idle, after a restart of the database, fails its
+    /// next use this way), but not one whose `COMMIT` was lost on the way: that one may have
+    /// committed, and only its caller can tell ([`Failure::connection_lost`]).
     pub(crate) fn retryable(&self) -> bool {
-        matches!(self, Failure::Db(e) if e.code().is_some_and(|c| {
-            *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-        }))
+        let contention = |e: &tokio_postgres::Error| {
+            e.code().is_some_and(|c| {
+                *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+            })
+        };
+        match self {
+            Failure::Db(e) => contention(e) || self.connection_lost(),
+            Failure::AtCommit(e) => contention(e),
+            Failure::Pool(_) | Failure::Store(_) => false,
+        }
     }
 
     /// Whether the connection broke with no answer from the database: a `COMMIT` that failed
     /// this way may have committed or not.
     pub(crate) fn connection_lost(&self) -> bool {
-        matches!(self, Failure::Db(e) if e.code().is_none() || e.is_closed())
+        match self {
+            Failure::Db(e) | Failure::AtCommit(e) => e.code().is_none() || e.is_closed(),
+            Failure::Pool(_) | Failure::Store(_) => false,
+        }
     }
 
     /// The store error a caller sees. Statement errors name their SQLSTATE and the database's
@@ -62,7 +84,7 @@ impl Failure {
                 Failure::Db(e).into_store_error()
             }
             Failure::Pool(e) => StoreError::Unavailable(format!("no database connection: {e}")),
-            Failure::Db(e) => match e.as_db_error() {
+            Failure::Db(e) | Failure::AtCommit(e) => match e.as_db_error() {
                 Some(db) => {
                     let code = db.code().code();
                     let text = format!("the database answered {code}: {}", db.message());

@@ -18,7 +18,7 @@ use kalamdb_core::{
 use serde_json::{Map, Value};
 use tokio_postgres::{NoTls, Row};
 
-use crate::error::{db, Failure};
+use crate::error::{at_commit, db, Failure};
 use crate::lease::Lease;
 use crate::sql::{insert_messages, valid_schema, Sql};
 use crate::{schema, OpenError, PgOptions};
@@ -250,7 +250,7 @@ macro_rules! retrying {
     ($attempt:expr) => {{
         let mut tries = 0u32;
         loop {
-            match $attempt.await {
+            match attempt_result($attempt.await) {
                 Err(failure) if failure.retryable() && tries < MAX_RETRIES => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(u64::from(tries * tries))).await;
@@ -259,6 +259,11 @@ macro_rules! retrying {
             }
         }
     }};
+}
+
+/// Pins the type of one attempt's result, which the retry loop inspects.
+fn attempt_result<T>(result: Result<T, Failure>) -> Result<T, Failure> {
+    result
 }
 
 impl Inner {
@@ -408,15 +413,23 @@ impl Inner {
         let first = inserted
             .first()
             .map(|a| (a.conversation_id.clone(), a.msg_id));
-        match tx.commit().await.map_err(db) {
+        match tx.commit().await.map_err(at_commit) {
             Ok(()) => {}
             Err(failure) if failure.connection_lost() => {
                 // The COMMIT may have landed before the connection broke: the minted ids say.
+                // Not landed, it is an insert that never happened, and runs again.
                 let Some((conversation_id, id)) = first else {
                     return Err(failure);
                 };
+                drop(client);
                 if !self.stored(&conversation_id, id).await? {
-                    return Err(failure);
+                    tracing::warn!(
+                        "a commit's connection broke before it landed; retrying the insert"
+                    );
+                    return Err(Failure::Db(match failure {
+                        Failure::AtCommit(e) => e,
+                        other => return Err(other),
+                    }));
                 }
                 tracing::warn!("a commit's connection broke; its messages were found stored");
             }
@@ -573,7 +586,7 @@ impl Inner {
         .await
         .map_err(db)?;
         self.lease.check()?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(at_commit)?;
         Ok(Some(StoredMessage { msg_id: id, json }))
     }
 
@@ -619,7 +632,7 @@ impl Inner {
             .map_err(db)?;
         }
         self.lease.check()?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(at_commit)?;
         Ok(Some(deleted))
     }
 
@@ -645,7 +658,7 @@ impl Inner {
                 .map_err(db)?;
         }
         self.lease.check()?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(at_commit)?;
         Ok(true)
     }
 
@@ -682,7 +695,7 @@ impl Inner {
                 .map_err(db)?;
         }
         self.lease.check()?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(at_commit)?;
         Ok(Conversation {
             conversation_id: id,
             created_at: minted.timestamp_ms(),
@@ -736,7 +749,7 @@ impl Inner {
             .await
             .map_err(db)?;
             self.lease.check()?;
-            tx.commit().await.map_err(db)?;
+            tx.commit().await.map_err(at_commit)?;
         }
         self.record(&**client, conversation_id).await
     }
@@ -868,54 +881,58 @@ impl Store for PgStore {
     }
 
     fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.run(self.inner.idempotency_record(key))
+        self.run(async { retrying!(self.inner.idempotency_record(key)) })
     }
 
     fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, StoreError> {
         let inner = &self.inner;
         self.run(async {
-            let client = inner.client().await?;
-            let statement = client.prepare_cached(&inner.sql.get).await.map_err(db)?;
-            let row = client
-                .query_opt(&statement, &[&sql_id(id)])
-                .await
-                .map_err(db)?;
-            Ok(row.map(|row| StoredMessage {
-                msg_id: id,
-                json: row.get(0),
-            }))
+            retrying!(async {
+                let client = inner.client().await?;
+                let statement = client.prepare_cached(&inner.sql.get).await.map_err(db)?;
+                let row = client
+                    .query_opt(&statement, &[&sql_id(id)])
+                    .await
+                    .map_err(db)?;
+                Ok(row.map(|row| StoredMessage {
+                    msg_id: id,
+                    json: row.get(0),
+                }))
+            })
         })
     }
 
     fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let inner = &self.inner;
         self.run(async {
-            let above = query.since.map_or(-1, bound);
-            let below = query.before.map_or(i64::MAX, bound);
-            let limit = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
-            let statement = match query.order {
-                Order::Asc => &inner.sql.page_asc,
-                Order::Desc => &inner.sql.page_desc,
-            };
-            let client = inner.client().await?;
-            let statement = client.prepare_cached(statement).await.map_err(db)?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[&query.conversation_id, &above, &below, &limit],
-                )
-                .await
-                .map_err(db)?;
-            let mut messages: Vec<StoredMessage> = rows
-                .iter()
-                .map(|row| StoredMessage {
-                    msg_id: from_sql_id(row.get(0)),
-                    json: row.get(1),
-                })
-                .collect();
-            let has_more = messages.len() > query.limit;
-            messages.truncate(query.limit);
-            Ok(Page { messages, has_more })
+            retrying!(async {
+                let above = query.since.map_or(-1, bound);
+                let below = query.before.map_or(i64::MAX, bound);
+                let limit = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
+                let statement = match query.order {
+                    Order::Asc => &inner.sql.page_asc,
+                    Order::Desc => &inner.sql.page_desc,
+                };
+                let client = inner.client().await?;
+                let statement = client.prepare_cached(statement).await.map_err(db)?;
+                let rows = client
+                    .query(
+                        &statement,
+                        &[&query.conversation_id, &above, &below, &limit],
+                    )
+                    .await
+                    .map_err(db)?;
+                let mut messages: Vec<StoredMessage> = rows
+                    .iter()
+                    .map(|row| StoredMessage {
+                        msg_id: from_sql_id(row.get(0)),
+                        json: row.get(1),
+                    })
+                    .collect();
+                let has_more = messages.len() > query.limit;
+                messages.truncate(query.limit);
+                Ok(Page { messages, has_more })
+            })
         })
     }
 
@@ -928,8 +945,10 @@ impl Store for PgStore {
     fn conversation(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
         let inner = &self.inner;
         self.run(async {
-            let client = inner.client().await?;
-            inner.record(&**client, conversation_id).await
+            retrying!(async {
+                let client = inner.client().await?;
+                inner.record(&**client, conversation_id).await
+            })
         })
     }
 
@@ -937,7 +956,7 @@ impl Store for PgStore {
         &self,
         query: &ConversationQuery,
     ) -> Result<ConversationPage, StoreError> {
-        self.run(self.inner.list(query))
+        self.run(async { retrying!(self.inner.list(query)) })
     }
 
     fn update_conversation(
@@ -952,41 +971,45 @@ impl Store for PgStore {
     fn is_member(&self, conversation_id: &str, user_id: &str) -> Result<Option<bool>, StoreError> {
         let inner = &self.inner;
         self.run(async {
-            let client = inner.client().await?;
-            let statement = client
-                .prepare_cached(&inner.sql.is_member)
-                .await
-                .map_err(db)?;
-            let row = client
-                .query_opt(&statement, &[&conversation_id, &user_id])
-                .await
-                .map_err(db)?;
-            Ok(row.map(|row| row.get::<_, Option<String>>(0).is_some()))
+            retrying!(async {
+                let client = inner.client().await?;
+                let statement = client
+                    .prepare_cached(&inner.sql.is_member)
+                    .await
+                    .map_err(db)?;
+                let row = client
+                    .query_opt(&statement, &[&conversation_id, &user_id])
+                    .await
+                    .map_err(db)?;
+                Ok(row.map(|row| row.get::<_, Option<String>>(0).is_some()))
+            })
         })
     }
 
     fn members(&self, conversation_id: &str) -> Result<Option<Vec<String>>, StoreError> {
         let inner = &self.inner;
         self.run(async {
-            let client = inner.client().await?;
-            if client
-                .query_opt(&inner.sql.exists, &[&conversation_id])
-                .await
-                .map_err(db)?
-                .is_none()
-            {
-                return Ok(None);
-            }
-            let mut members: Vec<String> = client
-                .query(&inner.sql.members, &[&conversation_id])
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            // Byte order, whatever the database's collation.
-            members.sort_unstable();
-            Ok(Some(members))
+            retrying!(async {
+                let client = inner.client().await?;
+                if client
+                    .query_opt(&inner.sql.exists, &[&conversation_id])
+                    .await
+                    .map_err(db)?
+                    .is_none()
+                {
+                    return Ok(None);
+                }
+                let mut members: Vec<String> = client
+                    .query(&inner.sql.members, &[&conversation_id])
+                    .await
+                    .map_err(db)?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                // Byte order, whatever the database's collation.
+                members.sort_unstable();
+                Ok(Some(members))
+            })
         })
     }
 
@@ -1018,7 +1041,7 @@ impl Store for PgStore {
                 tx.execute(statement, &[&conversation_id, &user_id])
                     .await
                     .map_err(db)?;
-                tx.commit().await.map_err(db)?;
+                tx.commit().await.map_err(at_commit)?;
                 Ok::<_, Failure>(true)
             })
         })
@@ -1066,9 +1089,11 @@ impl Store for PgStore {
     fn health_check(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         self.run(async {
-            let client = inner.client().await?;
-            client.execute(&inner.sql.ping, &[]).await.map_err(db)?;
-            Ok(())
+            retrying!(async {
+                let client = inner.client().await?;
+                client.execute(&inner.sql.ping, &[]).await.map_err(db)?;
+                Ok(())
+            })
         })
     }
 
