@@ -108,7 +108,8 @@ fn clamp(value: u64) -> i64 {
 }
 
 impl PgStore {
-    /// Connects, creates or upgrades the schema, and leases a node id.
+    /// Connects, creates or upgrades the schema, and leases a node id. It blocks, on the
+    /// store's own runtime: from async code, call it through `spawn_blocking`.
     pub fn open(options: &PgOptions) -> Result<Self, OpenError> {
         if !valid_schema(&options.schema) {
             return Err(OpenError::Config(format!(
@@ -442,6 +443,21 @@ impl Inner {
         })
     }
 
+    /// Locks a conversation's head row in `tx`: every change to a conversation takes it first,
+    /// so changes to one conversation run one at a time. `None` when it does not exist.
+    async fn lock_head(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        conversation_id: &str,
+    ) -> Result<Option<Head>, Failure> {
+        let statement = tx.prepare_cached(&self.sql.lock_head).await.map_err(db)?;
+        let row = tx
+            .query_opt(&statement, &[&conversation_id])
+            .await
+            .map_err(db)?;
+        Ok(row.map(|row| Head::from_row(&row)))
+    }
+
     /// Whether a message is stored, on a fresh connection.
     async fn stored(&self, conversation_id: &str, id: MessageId) -> Result<bool, Failure> {
         let client = self.client().await?;
@@ -553,12 +569,7 @@ impl Inner {
         };
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let Some(head) = tx
-            .query_opt(&self.sql.lock_head, &[&conversation_id])
-            .await
-            .map_err(db)?
-            .map(|row| Head::from_row(&row))
-        else {
+        let Some(head) = self.lock_head(&tx, &conversation_id).await? else {
             return Ok(None);
         };
         // Read again under the lock: the message may have been deleted or edited meanwhile.
@@ -599,12 +610,7 @@ impl Inner {
     ) -> Result<Option<u64>, Failure> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let Some(head) = tx
-            .query_opt(&self.sql.lock_head, &[&conversation_id])
-            .await
-            .map_err(db)?
-            .map(|row| Head::from_row(&row))
-        else {
+        let Some(head) = self.lock_head(&tx, conversation_id).await? else {
             return Ok(None);
         };
         let deleted = match delete {
@@ -639,12 +645,7 @@ impl Inner {
     async fn delete_conversation_once(&self, conversation_id: &str) -> Result<bool, Failure> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        if tx
-            .query_opt(&self.sql.lock_head, &[&conversation_id])
-            .await
-            .map_err(db)?
-            .is_none()
-        {
+        if self.lock_head(&tx, conversation_id).await?.is_none() {
             return Ok(false);
         }
         for statement in [
@@ -715,12 +716,7 @@ impl Inner {
         let mut client = self.client().await?;
         if !patch.is_empty() {
             let tx = client.transaction().await.map_err(db)?;
-            let Some(head) = tx
-                .query_opt(&self.sql.lock_head, &[&conversation_id])
-                .await
-                .map_err(db)?
-                .map(|row| Head::from_row(&row))
-            else {
+            let Some(head) = self.lock_head(&tx, conversation_id).await? else {
                 return Ok(None);
             };
             let Some(current) = self.record(&*tx, conversation_id).await? else {
@@ -1025,12 +1021,7 @@ impl Store for PgStore {
                 let mut client = inner.client().await?;
                 let tx = client.transaction().await.map_err(db)?;
                 // Locked, so a member is never added to a conversation being deleted.
-                if tx
-                    .query_opt(&inner.sql.lock_head, &[&conversation_id])
-                    .await
-                    .map_err(db)?
-                    .is_none()
-                {
+                if inner.lock_head(&tx, conversation_id).await?.is_none() {
                     return Ok(false);
                 }
                 let statement = if member {
