@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing KalamDB need beyond a Rust toolchain and a C++ compiler:
 # libclang and clang's own headers, which the `rocksdb` crate's build loads through bindgen to
-# generate its bindings, and curl, which the example scripts use. Idempotent, and silent when
-# everything is already there.
+# generate its bindings; curl, which the example scripts use; and PostgreSQL and nats-server,
+# which the tests of the many-servers store start themselves on loopback (they never use a
+# system service). Idempotent, and silent when everything is already there.
 #
 #   scripts/setup.sh                              install what is missing (apt-get, as root or via sudo)
 #   scripts/setup.sh --detect-libclang [DIR ...]  print "present" or "missing" and install nothing;
@@ -66,6 +67,13 @@ mapfile -t dirs < <(default_libclang_dirs)
 missing=()
 libclang_present "${dirs[@]}" || missing+=(libclang-dev)
 command -v curl >/dev/null || missing+=(curl)
+# The tests run PostgreSQL's initdb and postgres from Debian's versioned folder (or $PG_BINDIR).
+postgres_present() {
+    if [ -n "${PG_BINDIR:-}" ] && [ -x "$PG_BINDIR/initdb" ]; then return 0; fi
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+postgres_present || missing+=(postgresql)
+command -v nats-server >/dev/null || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     command -v apt-get >/dev/null || {
@@ -76,6 +84,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    postgres_present || {
+        echo "setup: postgresql is installed, but no initdb under /usr/lib/postgresql/*/bin" >&2
+        exit 1
+    }
     mapfile -t dirs < <(default_libclang_dirs)
     libclang_present "${dirs[@]}" || {
         echo "setup: libclang-dev is installed, but no libclang and clang headers were found where bindgen looks" >&2

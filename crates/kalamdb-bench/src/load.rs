@@ -88,6 +88,53 @@ pub(crate) struct Measured {
     pub(crate) cpu_us_per_request: Option<f64>,
 }
 
+/// One connection's tally over a run: its latencies, and how many answers were good or not.
+pub(crate) struct Tally {
+    histogram: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+}
+
+impl Tally {
+    pub(crate) fn new() -> Self {
+        Self {
+            histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            ok: 0,
+            errors: 0,
+        }
+    }
+
+    /// Counts one request sent at `sent`: its latency when its answer was `good`.
+    pub(crate) fn record(&mut self, sent: Instant, good: bool) {
+        if good {
+            self.ok += 1;
+            let micros = sent.elapsed().as_micros().max(1) as u64;
+            let _ = self.histogram.record(micros.min(60_000_000));
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    /// Every connection's tallies as one run's figures, the run having begun at `started`.
+    pub(crate) fn summarize(tallies: Vec<Tally>, started: Instant) -> Measured {
+        let mut all = Tally::new();
+        for tally in tallies {
+            all.histogram.add(tally.histogram).expect("same bounds");
+            all.ok += tally.ok;
+            all.errors += tally.errors;
+        }
+        Measured {
+            requests_per_sec: all.ok as f64 / started.elapsed().as_secs_f64(),
+            p50_us: all.histogram.value_at_quantile(0.5),
+            p99_us: all.histogram.value_at_quantile(0.99),
+            p999_us: all.histogram.value_at_quantile(0.999),
+            errors: all.errors,
+            ok: all.ok,
+            cpu_us_per_request: None,
+        }
+    }
+}
+
 /// The requests one connection sends, built once so that the load generator spends its time on
 /// sending them, not on formatting them.
 struct Bodies {
@@ -164,6 +211,26 @@ pub(crate) async fn run(
     duration: Duration,
     authorization: Option<&str>,
 ) -> Measured {
+    run_over(&[addr], workload, connections, duration, authorization).await
+}
+
+/// [`run`] with the connections spread over several servers, round robin.
+pub(crate) async fn run_spread(
+    addrs: &[SocketAddr],
+    workload: Workload,
+    connections: usize,
+    duration: Duration,
+) -> Measured {
+    run_over(addrs, workload, connections, duration, None).await
+}
+
+async fn run_over(
+    addrs: &[SocketAddr],
+    workload: Workload,
+    connections: usize,
+    duration: Duration,
+    authorization: Option<&str>,
+) -> Measured {
     let authorization: Option<std::sync::Arc<str>> = authorization.map(Into::into);
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -176,10 +243,10 @@ pub(crate) async fn run(
         .map(|connection| {
             let client = client.clone();
             let authorization = authorization.clone();
+            let addr = addrs[connection % addrs.len()];
             tokio::spawn(async move {
-                let mut histogram =
-                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-                let (mut ok, mut errors, mut n) = (0u64, 0u64, 0u64);
+                let mut tally = Tally::new();
+                let mut n = 0u64;
                 let bodies = Bodies::new(addr, connection, authorization.as_deref());
                 while Instant::now() < deadline {
                     let request = bodies.next(workload, n);
@@ -194,34 +261,15 @@ pub(crate) async fn run(
                         }
                         Err(_) => false,
                     };
-                    let micros = sent.elapsed().as_micros().max(1) as u64;
-                    if good {
-                        ok += 1;
-                        let _ = histogram.record(micros.min(60_000_000));
-                    } else {
-                        errors += 1;
-                    }
+                    tally.record(sent, good);
                 }
-                (histogram, ok, errors)
+                tally
             })
         })
         .collect();
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let (mut ok, mut errors) = (0, 0);
+    let mut tallies = Vec::with_capacity(tasks.len());
     for task in tasks {
-        let (h, o, e) = task.await.expect("load task");
-        histogram.add(h).expect("same bounds");
-        ok += o;
-        errors += e;
+        tallies.push(task.await.expect("load task"));
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Measured {
-        requests_per_sec: ok as f64 / elapsed,
-        p50_us: histogram.value_at_quantile(0.5),
-        p99_us: histogram.value_at_quantile(0.99),
-        p999_us: histogram.value_at_quantile(0.999),
-        errors,
-        ok,
-        cpu_us_per_request: None,
-    }
+    Tally::summarize(tallies, started)
 }

@@ -16,6 +16,8 @@
 //! - `stream`: the stream mode, insert → event latency with N subscribers.
 //! - `auth`: `--auth`, the credentials every request carries and the server's `[auth]`.
 //! - `erase`: the erase mode, deleting a large conversation while others insert.
+//! - `postgres`: the PostgreSQL mode, one or several servers on one database against raw
+//!   PostgreSQL running the same statements.
 //! - here: the scenarios, their alternation, and the report (table and `--json`).
 
 mod auth;
@@ -23,6 +25,7 @@ mod disk;
 mod erase;
 mod load;
 mod pin;
+mod postgres;
 mod preload;
 mod servers;
 mod stream;
@@ -102,6 +105,14 @@ struct Cli {
     /// `logging.level` of the server under test [default: the server config's, else warn].
     #[arg(long)]
     log_level: Option<String>,
+    /// Run the PostgreSQL mode instead of the suite: the server on the PostgreSQL store with
+    /// each of these numbers of processes (comma-separated) sharing the load, next to raw
+    /// PostgreSQL running the store's statements from this client.
+    #[arg(long, value_delimiter = ',')]
+    postgres_servers: Vec<usize>,
+    /// The database of the PostgreSQL mode; default: one this benchmark starts on loopback.
+    #[arg(long)]
+    postgres_url: Option<String>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -564,6 +575,34 @@ async fn run_suite(cli: &Cli, plan: Option<&Plan>) -> Result<Report, String> {
     })
 }
 
+/// The PostgreSQL mode: see `postgres.rs`.
+async fn run_postgres(cli: &Cli) -> Result<(), String> {
+    let real =
+        real_server(cli, None)?.ok_or("the PostgreSQL mode starts its servers; drop --url")?;
+    // Started here when no database is named, and stopped when this returns.
+    let own = match &cli.postgres_url {
+        Some(_) => None,
+        None => Some(
+            tokio::task::spawn_blocking(kalamdb_postgres::testing::TestPostgres::start)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    let url = cli
+        .postgres_url
+        .clone()
+        .or_else(|| own.as_ref().map(|pg| pg.url.clone()))
+        .ok_or("no database")?;
+    let duration = Duration::from_secs(cli.duration_secs);
+    let only = cli.only.as_deref().unwrap_or("");
+    let results = postgres::run(&real, &url, &cli.postgres_servers, duration, only).await?;
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&results).expect("serializable");
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn micros(us: Option<f64>) -> String {
     us.map_or_else(|| "-".into(), |us| format!("{us:.1}"))
 }
@@ -638,6 +677,15 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    if !cli.postgres_servers.is_empty() {
+        return match runtime.block_on(run_postgres(&cli)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kalamdb-bench: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run_suite(&cli, plan.as_ref())) {
         Ok(report) => {
             if let Some(path) = &cli.json {

@@ -1,5 +1,6 @@
 //! The KalamDB server: configuration, logging, the layer stack and the accept loop around the
-//! endpoints of `kalamdb-services` and the store of `kalamdb-rocksdb`.
+//! endpoints of `kalamdb-services` and the store of `kalamdb-rocksdb` (or, for several servers,
+//! `kalamdb-postgres`).
 //!
 //! # Layout
 //!
@@ -13,6 +14,9 @@
 //!   graceful shutdown.
 //! - [`protocol_errors`]: the connection IO wrapper that gives hyper's own answers to requests it
 //!   cannot parse (400, 414, 431) the JSON error body.
+//! - [`nats`]: the `nats` live bus, NATS core pub/sub spoken directly (the `postgres` bus is
+//!   `kalamdb_postgres::bus`).
+//! - [`open_store`] (here): the RocksDB store, or the PostgreSQL store and its live bus.
 //! - [`run`] (here): open the store, serve until told to stop, drain, flush and close the store.
 //! - `main.rs`: the command line, signals and exit codes.
 //!
@@ -25,6 +29,7 @@
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod nats;
 pub mod protocol_errors;
 pub mod serve;
 pub mod stack;
@@ -34,19 +39,70 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kalamdb_core::StoreHandle;
-use kalamdb_rocksdb::{OpenError, RocksStore};
+use kalamdb_postgres::PgStore;
+use kalamdb_rocksdb::RocksStore;
+
+use config::{BackendSetting, BusSetting};
 use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use serve::{serve, Drain, ServeOptions};
 pub use stack::build_app;
 
-/// Opens the RocksDB store the configuration names and starts its writer and reader threads,
-/// and its maintenance thread (the eraser, and retention when set).
-pub fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
-    let store = Arc::new(RocksStore::open(&config.store_options())?);
-    store.start_maintenance();
-    Ok(StoreHandle::with_read_limit(store, config.read_limit()))
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The RocksDB store (`storage.backend = "rocksdb"`).
+    #[error(transparent)]
+    Rocksdb(#[from] kalamdb_rocksdb::OpenError),
+    /// The PostgreSQL store (`storage.backend = "postgres"`).
+    #[error(transparent)]
+    Postgres(#[from] kalamdb_postgres::OpenError),
+    /// Opening panicked: a bug.
+    #[error("opening the store failed unexpectedly")]
+    Panicked,
+}
+
+/// Opens the store the configuration names and starts its writer and reader threads: the
+/// RocksDB store with its maintenance thread (the eraser, and retention when set), or the
+/// PostgreSQL store with the live bus `[live]` names.
+pub async fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
+    match config.storage.backend {
+        BackendSetting::Rocksdb => {
+            let store = Arc::new(RocksStore::open(&config.store_options())?);
+            store.start_maintenance();
+            Ok(StoreHandle::with_read_limit(store, config.read_limit()))
+        }
+        BackendSetting::Postgres => {
+            let options = config.postgres_options();
+            // Connecting and migrating block, on the store's own runtime.
+            let store = tokio::task::spawn_blocking(move || PgStore::open(&options))
+                .await
+                .map_err(|_| OpenError::Panicked)??;
+            let handle = StoreHandle::with_read_limit(Arc::new(store), config.read_limit());
+            let live = &config.live;
+            match live.bus {
+                BusSetting::Local => {}
+                BusSetting::Nats => {
+                    // Checked when the configuration was loaded.
+                    let address = config::nats_address(&live.nats_url).unwrap_or_default();
+                    handle.attach_bus(nats::NatsBus::start(
+                        address,
+                        live.channel.clone(),
+                        handle.clone(),
+                    ));
+                }
+                BusSetting::Postgres => {
+                    handle.attach_bus(kalamdb_postgres::bus::PgBus::start(
+                        &config.storage.postgres.url,
+                        &live.channel,
+                        handle.clone(),
+                    ));
+                }
+            }
+            Ok(handle)
+        }
+    }
 }
 
 /// Serves the application over `store` on `listener` until `shutdown` resolves; then ends the

@@ -63,7 +63,9 @@ async fn start(config: Config, source: kalamdb_server::config::ConfigSource) -> 
         version = env!("CARGO_PKG_VERSION"),
         config = %source,
         listen = %config.server.listen_addr(),
+        backend = ?config.storage.backend,
         storage = %config.storage.rocksdb_path.display(),
+        live_bus = ?config.live.bus,
         sync_writes = config.storage.sync_writes,
         read_concurrency = config.read_limit(),
         node_id = config.server.node_id,
@@ -80,7 +82,7 @@ async fn start(config: Config, source: kalamdb_server::config::ConfigSource) -> 
         log_rotation = ?config.logging.rotation,
         "starting kalamdb-server"
     );
-    let store = match open_store(&config) {
+    let store = match open_store(&config).await {
         Ok(store) => store,
         Err(e) => {
             tracing::error!(error = %e, "cannot open the store");

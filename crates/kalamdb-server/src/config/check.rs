@@ -2,7 +2,7 @@
 
 use kalamdb_middleware::InvalidSetting;
 
-use super::Config;
+use super::{BackendSetting, BusSetting, Config};
 
 impl Config {
     /// Every section's own checks, then the rules between sections.
@@ -13,8 +13,29 @@ impl Config {
         self.logging.validate()?;
         self.middleware.validate()?;
         self.auth.validate()?;
+        self.live.validate()?;
         self.check_body_limit()?;
+        self.check_backend()?;
         self.check_protected_mode()
+    }
+
+    /// What only one backend does: a bus between servers needs a store they share, and the
+    /// PostgreSQL store has no retention yet.
+    fn check_backend(&self) -> Result<(), InvalidSetting> {
+        let postgres = self.storage.backend == BackendSetting::Postgres;
+        if self.live.bus != BusSetting::Local && !postgres {
+            return Err(InvalidSetting::new(
+                "live.bus",
+                "needs storage.backend = \"postgres\": a RocksDB store belongs to one server, which has no other servers to hear from",
+            ));
+        }
+        if postgres && self.retention.max_age_secs > 0 {
+            return Err(InvalidSetting::new(
+                "retention.max_age_secs",
+                "is not supported with storage.backend = \"postgres\" yet; delete old messages with DELETE .../messages?before_msg_id=",
+            ));
+        }
+        Ok(())
     }
 
     /// Protected mode: without auth, only loopback clients may reach the server, unless the

@@ -26,8 +26,9 @@ mod schema;
 
 pub use load::{ConfigError, ConfigSource, DEFAULT_CONFIG_PATH};
 pub use schema::{
-    CompressionSetting, LimitsConfig, LogFormat, LogRotation, LoggingConfig, MiddlewareConfig,
-    RetentionConfig, ServerConfig, StorageConfig, StreamConfig,
+    nats_address, BackendSetting, BusSetting, CompressionSetting, LimitsConfig, LiveConfig,
+    LogFormat, LogRotation, LoggingConfig, MiddlewareConfig, PostgresConfig, RetentionConfig,
+    ServerConfig, StorageConfig, StreamConfig,
 };
 
 /// The whole configuration.
@@ -44,6 +45,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[stream]`: live event streams.
     pub stream: StreamConfig,
+    /// `[live]`: how streams hear of other servers' messages.
+    pub live: LiveConfig,
     /// `[logging]`: console and file logs.
     pub logging: LoggingConfig,
     /// `[middleware.*]`: one section per layer.
@@ -74,13 +77,33 @@ impl Config {
         StreamLimits {
             heartbeat: Duration::from_millis(self.stream.heartbeat_ms.get()),
             max_subscribers: self.stream.max_subscribers.get(),
+            resync: (self.live.bus != BusSetting::Local)
+                .then(|| Duration::from_millis(self.live.resync_ms.get())),
         }
     }
 
-    /// How many store reads may run at once (`storage.read_concurrency`, 0 = one per core).
+    /// The options the PostgreSQL store is opened with (`storage.backend = "postgres"`).
+    pub fn postgres_options(&self) -> kalamdb_postgres::PgOptions {
+        let postgres = &self.storage.postgres;
+        kalamdb_postgres::PgOptions {
+            url: postgres.url.clone(),
+            pool_size: postgres.pool_size.get(),
+            schema: postgres.schema.clone(),
+            idempotency_ttl: Duration::from_secs(self.limits.idempotency_ttl_secs.get()),
+            lease_ttl: Duration::from_secs(postgres.lease_secs.get()),
+        }
+    }
+
+    /// How many store reads may run at once (`storage.read_concurrency`; 0 = one per core,
+    /// or with the PostgreSQL store one per pooled connection, since its reads wait on the
+    /// network rather than the CPU).
     pub fn read_limit(&self) -> NonZeroUsize {
-        NonZeroUsize::new(self.storage.read_concurrency)
-            .unwrap_or_else(StoreHandle::default_read_limit)
+        NonZeroUsize::new(self.storage.read_concurrency).unwrap_or_else(|| {
+            match self.storage.backend {
+                BackendSetting::Rocksdb => StoreHandle::default_read_limit(),
+                BackendSetting::Postgres => self.storage.postgres.pool_size,
+            }
+        })
     }
 
     /// The options the RocksDB store is opened with.
@@ -186,6 +209,78 @@ mod tests {
         config.storage.compression = CompressionSetting::Zstd;
         config.logging.format = LogFormat::Json;
         assert_eq!(parse(&config.to_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn the_postgres_backend_and_its_bus_are_checked_and_applied() {
+        let config = parse(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgres://u@db:5433/k\"\n\
+             pool_size = 4\nschema = \"chat\"\nlease_secs = 30\n[live]\nbus = \"nats\"\n\
+             nats_url = \"nats://bus:4222\"\nchannel = \"chat.live\"\nresync_ms = 250\n",
+        )
+        .unwrap();
+        let options = config.postgres_options();
+        assert_eq!(
+            (
+                options.url.as_str(),
+                options.pool_size,
+                options.schema.as_str()
+            ),
+            ("postgres://u@db:5433/k", 4, "chat")
+        );
+        assert_eq!(options.lease_ttl, Duration::from_secs(30));
+        assert_eq!(
+            config.read_limit().get(),
+            4,
+            "one read per pooled connection"
+        );
+        assert_eq!(
+            config.stream_limits().resync,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            nats_address(&config.live.nats_url).as_deref(),
+            Some("bus:4222")
+        );
+        // One server: no resync.
+        assert_eq!(Config::default().stream_limits().resync, None);
+        for (text, key) in [
+            ("[live]\nbus = \"nats\"\n", "live.bus"),
+            (
+                "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nschema = \"Bad-Name\"\n",
+                "storage.postgres.schema",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nlease_secs = 1\n",
+                "storage.postgres.lease_secs",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \" \"\n",
+                "storage.postgres.url",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n[storage.postgres]\npool_size = 5000\n",
+                "storage.postgres.pool_size",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n[retention]\nmax_age_secs = 60\n",
+                "retention.max_age_secs",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n[live]\nbus = \"nats\"\nnats_url = \"http://x\"\n",
+                "live.nats_url",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"\n[live]\nbus = \"postgres\"\nchannel = \"a.b\"\n",
+                "live.channel",
+            ),
+            ("[live]\nresync_ms = 5\n", "live.resync_ms"),
+        ] {
+            let (found, message) = error_for(text);
+            assert_eq!(found.as_deref(), Some(key), "{text}: {message}");
+        }
+        let (found, _) = error_for("[storage]\nbackend = \"sqlite\"\n");
+        assert_eq!(found.as_deref(), Some("storage.backend"));
     }
 
     #[test]

@@ -105,11 +105,150 @@ pub struct StorageConfig {
     /// Block compression: `none`, `lz4` or `zstd`. Default `lz4`.
     pub compression: CompressionSetting,
     /// How many reads (queries, lookups by id, stream catch-ups) run at once, each on one of the
-    /// store's reader threads; more wait their turn. 0, the default, means one per CPU core.
+    /// store's reader threads; more wait their turn. 0, the default, means one per CPU core
+    /// (with `backend = "postgres"`, one per pooled connection).
     pub read_concurrency: usize,
     /// How soon, in seconds, a deleted or edited message's bytes are gone from the data
     /// directory's files (WAL and table files), 1 to 86400. Default 60.
     pub erase_within_secs: NonZeroU64,
+    /// Where messages live: `rocksdb` (embedded, one server; the default) or `postgres` (a
+    /// PostgreSQL-protocol database several servers share, `[storage.postgres]`).
+    pub backend: BackendSetting,
+    /// `[storage.postgres]`: the database, with `backend = "postgres"`.
+    pub postgres: PostgresConfig,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendSetting {
+    /// The embedded RocksDB store.
+    #[default]
+    Rocksdb,
+    /// A PostgreSQL-protocol database (`kalamdb-postgres`).
+    Postgres,
+}
+
+/// `[storage.postgres]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// A `postgres://user:password@host:port/database` URL or a libpq key=value string.
+    /// Default `postgres://kalamdb@127.0.0.1:5432/kalamdb`.
+    pub url: String,
+    /// The most connections this server opens, which is also the most transactions it runs
+    /// at once, 1 to 1024. Default 16.
+    pub pool_size: NonZeroUsize,
+    /// The schema of KalamDB's tables, created (and upgraded) at start-up: a lower-case SQL
+    /// identifier. Default `kalamdb`.
+    pub schema: String,
+    /// How long this server's node-id lease lasts without renewal, in seconds, 2 to 3600
+    /// (renewed every third of it). A server that cannot renew in time stops writing; a dead
+    /// server's node id is free again after it. Default 10.
+    pub lease_secs: NonZeroU64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://kalamdb@127.0.0.1:5432/kalamdb".into(),
+            pool_size: nonzero(16),
+            schema: "kalamdb".into(),
+            lease_secs: nonzero(10),
+        }
+    }
+}
+
+/// `[live]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// How a server hears of messages other servers stored, for its event streams: `local`
+    /// (one server; the default), `nats` (NATS core pub/sub at `nats_url`) or `postgres`
+    /// (PostgreSQL `LISTEN`/`NOTIFY` on `[storage.postgres]`'s database; PostgreSQL and Citus
+    /// only). `nats` and `postgres` need `storage.backend = "postgres"`.
+    pub bus: BusSetting,
+    /// The NATS server, `nats://host:port`. Default `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// The NATS subject, or the PostgreSQL channel, the servers share: letters, digits, `_`
+    /// and (NATS) `.`; servers on different `[storage.postgres]` schemas need different ones.
+    /// Default `kalamdb_live`.
+    pub channel: String,
+    /// With a bus: how long, in milliseconds, an event stream hears nothing before it reads
+    /// the store anyway, so a message the bus lost reaches it at most this late. 10 to
+    /// 600000. Default 1000.
+    pub resync_ms: NonZeroU64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            bus: BusSetting::Local,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            channel: "kalamdb_live".into(),
+            resync_ms: nonzero(1000),
+        }
+    }
+}
+
+/// `live.bus`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusSetting {
+    /// No bus: streams hear of this server's messages only.
+    #[default]
+    Local,
+    /// NATS core pub/sub.
+    Nats,
+    /// PostgreSQL `NOTIFY`, sent after each commit.
+    Postgres,
+}
+
+impl LiveConfig {
+    pub(super) fn validate(&self) -> Result<(), InvalidSetting> {
+        if !(10..=600_000).contains(&self.resync_ms.get()) {
+            return Err(InvalidSetting::new(
+                "live.resync_ms",
+                format!("must be between 10 and 600000, got {}", self.resync_ms),
+            ));
+        }
+        let channel_ok = !self.channel.is_empty()
+            && self.channel.len() <= 63
+            && self
+                .channel
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            && !self.channel.starts_with('.')
+            && !self.channel.ends_with('.')
+            && (self.bus != BusSetting::Postgres || !self.channel.contains('.'));
+        if !channel_ok {
+            return Err(InvalidSetting::new(
+                "live.channel",
+                format!(
+                    "{:?} is not a channel name: 1-63 letters, digits and _ (and, for NATS, dots between them)",
+                    self.channel
+                ),
+            ));
+        }
+        if self.bus == BusSetting::Nats && nats_address(&self.nats_url).is_none() {
+            return Err(InvalidSetting::new(
+                "live.nats_url",
+                format!("{:?} is not nats://host:port", self.nats_url),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` of a `nats://host:port` URL.
+pub fn nats_address(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("nats://")?;
+    let (host, port) = rest.trim_end_matches('/').rsplit_once(':')?;
+    if host.is_empty() || host.contains(['/', '@', ' ']) {
+        return None;
+    }
+    port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    Some(format!("{host}:{port}"))
 }
 
 /// The longest `storage.erase_within_secs`: a day.
@@ -123,6 +262,8 @@ impl Default for StorageConfig {
             compression: CompressionSetting::Lz4,
             read_concurrency: 0,
             erase_within_secs: nonzero(60),
+            backend: BackendSetting::Rocksdb,
+            postgres: PostgresConfig::default(),
         }
     }
 }
@@ -144,6 +285,36 @@ impl StorageConfig {
                     self.read_concurrency
                 ),
             ));
+        }
+        if self.backend == BackendSetting::Postgres {
+            let postgres = &self.postgres;
+            if postgres.url.trim().is_empty() {
+                return Err(InvalidSetting::new(
+                    "storage.postgres.url",
+                    "must not be empty",
+                ));
+            }
+            if postgres.pool_size.get() > 1024 {
+                return Err(InvalidSetting::new(
+                    "storage.postgres.pool_size",
+                    format!("must be between 1 and 1024, got {}", postgres.pool_size),
+                ));
+            }
+            if !kalamdb_postgres::sql::valid_schema(&postgres.schema) {
+                return Err(InvalidSetting::new(
+                    "storage.postgres.schema",
+                    format!(
+                        "{:?} is not a lower-case SQL identifier (a-z, 0-9 and _, not starting with a digit, at most 63 bytes)",
+                        postgres.schema
+                    ),
+                ));
+            }
+            if !(2..=3600).contains(&postgres.lease_secs.get()) {
+                return Err(InvalidSetting::new(
+                    "storage.postgres.lease_secs",
+                    format!("must be between 2 and 3600, got {}", postgres.lease_secs),
+                ));
+            }
         }
         if self.erase_within_secs.get() > MAX_ERASE_WITHIN_SECS {
             return Err(InvalidSetting::new(
