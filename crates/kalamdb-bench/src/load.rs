@@ -24,7 +24,13 @@ pub(crate) enum Workload {
     Mixed,
     /// `POST /api/v1/messages/batch` with [`BATCH_SIZE`] messages of 200 bytes.
     Batch,
+    /// `POST /api/v1/messages` as [`Workload::Insert`], every connection into the one
+    /// conversation [`SHARED_CONVERSATION`]: what one conversation takes at most.
+    SharedInsert,
 }
+
+/// The conversation of [`Workload::SharedInsert`].
+pub(crate) const SHARED_CONVERSATION: &str = "bench-shared";
 
 /// Messages per batch in the batch workload.
 pub(crate) const BATCH_SIZE: usize = 100;
@@ -35,7 +41,7 @@ impl Workload {
         match self {
             Workload::Batch => BATCH_SIZE,
             Workload::Query => 50,
-            Workload::Insert | Workload::Mixed => 1,
+            Workload::Insert | Workload::Mixed | Workload::SharedInsert => 1,
         }
     }
 
@@ -141,6 +147,7 @@ struct Bodies {
     insert: Request<Full<Bytes>>,
     query: Request<Full<Bytes>>,
     batch: Request<Full<Bytes>>,
+    shared: Request<Full<Bytes>>,
 }
 
 impl Bodies {
@@ -150,6 +157,7 @@ impl Bodies {
             insert: build(Workload::Insert),
             query: build(Workload::Query),
             batch: build(Workload::Batch),
+            shared: build(Workload::SharedInsert),
         }
     }
 
@@ -158,6 +166,7 @@ impl Bodies {
             Workload::Insert => &self.insert,
             Workload::Query => &self.query,
             Workload::Batch => &self.batch,
+            Workload::SharedInsert => &self.shared,
             // Deterministic 80/20 interleaving, the same for every server.
             Workload::Mixed if n % 5 == 4 => &self.query,
             Workload::Mixed => &self.insert,
@@ -177,13 +186,17 @@ fn build(
     connection: usize,
     authorization: Option<&str>,
 ) -> Request<Full<Bytes>> {
+    let conversation = match workload {
+        Workload::SharedInsert => SHARED_CONVERSATION.to_owned(),
+        _ => format!("bench-c{connection}"),
+    };
     let insert = format!(
-        r#"{{"conversation_id":"bench-c{connection}","from":"{}","content":"{}"}}"#,
+        r#"{{"conversation_id":"{conversation}","from":"{}","content":"{}"}}"#,
         crate::auth::BENCH_USER,
         "x".repeat(200)
     );
     let (path, body) = match workload {
-        Workload::Insert | Workload::Mixed => ("/api/v1/messages", insert),
+        Workload::Insert | Workload::Mixed | Workload::SharedInsert => ("/api/v1/messages", insert),
         Workload::Batch => (
             "/api/v1/messages/batch",
             format!(r#"{{"messages":[{}]}}"#, vec![insert; BATCH_SIZE].join(",")),

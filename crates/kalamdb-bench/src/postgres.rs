@@ -15,7 +15,9 @@ use kalamdb_postgres::sql::{insert_messages, Sql};
 use kalamdb_postgres::{PgOptions, PgStore};
 use tokio_postgres::NoTls;
 
-use crate::load::{self, Measured, Tally, Workload, BATCH_SIZE, QUERY_CONVERSATION};
+use crate::load::{
+    self, Measured, Tally, Workload, BATCH_SIZE, QUERY_CONVERSATION, SHARED_CONVERSATION,
+};
 use crate::servers::{RealServer, ServerProcess};
 
 /// One PostgreSQL scenario.
@@ -26,11 +28,21 @@ pub(crate) struct PgScenario {
     connections: usize,
 }
 
-const SCENARIOS: [PgScenario; 3] = [
+const SCENARIOS: [PgScenario; 5] = [
     PgScenario {
         name: "insert, 64 connections",
         workload: Workload::Insert,
         connections: 64,
+    },
+    PgScenario {
+        name: "insert, 1 connection",
+        workload: Workload::Insert,
+        connections: 1,
+    },
+    PgScenario {
+        name: "one conversation, 16 connections",
+        workload: Workload::SharedInsert,
+        connections: 16,
     },
     PgScenario {
         name: "batches of 100, 16 connections",
@@ -77,7 +89,16 @@ pub(crate) async fn run(
     only: &str,
 ) -> Result<Vec<PgResult>, String> {
     let mut results = Vec::new();
-    for scenario in SCENARIOS.iter().filter(|s| s.name.contains(only)) {
+    // The scenario named exactly, or else those whose name contains `only`, as in the suite.
+    let exact = SCENARIOS.iter().any(|s| s.name == only);
+    let chosen = SCENARIOS.iter().filter(|s| {
+        if exact {
+            s.name == only
+        } else {
+            s.name.contains(only)
+        }
+    });
+    for scenario in chosen {
         for &count in servers {
             let schema = fresh_schema();
             let started = start(real, url, &schema, count)?;
@@ -191,7 +212,10 @@ async fn raw(url: &str, scenario: &PgScenario, duration: Duration) -> Result<Mea
                     return tally;
                 };
                 tokio::spawn(conn);
-                let conversation = format!("bench-c{connection}");
+                let conversation = match workload {
+                    Workload::SharedInsert => SHARED_CONVERSATION.to_owned(),
+                    _ => format!("bench-c{connection}"),
+                };
                 let rows = if workload == Workload::Batch {
                     BATCH_SIZE
                 } else {
