@@ -19,13 +19,7 @@ fn every_request_to_the_servers_and_to_raw_postgresql_is_answered() {
             "--json",
             json.to_str().unwrap(),
         ]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let results: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let results = common::report(&output, &json);
         let results = results.as_array().unwrap();
         let servers: Vec<u64> = results
             .iter()
