@@ -26,6 +26,11 @@ use crate::{schema, OpenError, PgOptions};
 /// How often a transaction that lost to contention (a serialization failure or a deadlock) is
 /// run again before the caller is told the store is unavailable.
 const MAX_RETRIES: u32 = 8;
+/// How far apart the servers' clocks may be for a listing's cursor to skip nothing
+/// (`Inner::list`).
+const HORIZON_SKEW: Duration = Duration::from_secs(5);
+/// Snowflake ids per millisecond: the 22 bits below the timestamp.
+const SNOWFLAKE_IDS_PER_MS: u64 = 1 << 22;
 /// The most rows one `INSERT` carries: three parameters each, well under the protocol's
 /// 65,535 parameters.
 const ROWS_PER_INSERT: usize = 500;
@@ -752,14 +757,23 @@ impl Inner {
 
     async fn list(&self, query: &ConversationQuery) -> Result<ConversationPage, Failure> {
         let client = self.client().await?;
-        let horizon = match &query.cursor {
-            Some(cursor) => clamp(cursor.horizon),
-            None => client
-                .query_one(&self.sql.horizon, &[])
-                .await
-                .map_err(db)?
-                .get::<_, Option<i64>>(0)
-                .unwrap_or(0),
+        // On the first page everything stands at its `updated_at`; the cursor carries the
+        // horizon for the pages after it. Activity ids come from several servers' clocks, so a
+        // change committed after this read may carry an id below the highest one seen: the
+        // horizon is set back by HORIZON_SKEW, and a conversation changed within it counts as
+        // moved (it may be listed twice, never skipped).
+        let (horizon, next_horizon) = match &query.cursor {
+            Some(cursor) => (clamp(cursor.horizon), cursor.horizon),
+            None => {
+                let highest = client
+                    .query_one(&self.sql.horizon, &[])
+                    .await
+                    .map_err(db)?
+                    .get::<_, Option<i64>>(0)
+                    .unwrap_or(0);
+                let skew = HORIZON_SKEW.as_millis() as u64 * SNOWFLAKE_IDS_PER_MS;
+                (i64::MAX, (highest as u64).saturating_sub(skew))
+            }
         };
         let (after_at, after_id) = match &query.cursor {
             Some(cursor) => (
@@ -804,7 +818,7 @@ impl Inner {
             .last()
             .filter(|_| has_more)
             .map(|(at, _)| ListCursor {
-                horizon: horizon as u64,
+                horizon: next_horizon,
                 after: at.clone(),
             });
         Ok(ConversationPage {
