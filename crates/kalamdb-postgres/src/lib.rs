@@ -40,6 +40,8 @@ pub use store::PgStore;
 pub struct PgOptions {
     /// A libpq-style connection string or `postgres://` URL.
     pub url: String,
+    /// The password, when it is not in `url` (read from a file by the server).
+    pub password: Option<String>,
     /// The most connections this server opens: also the most transactions it runs at once.
     pub pool_size: usize,
     /// The schema the tables live in, created when missing: a lower-case identifier.
@@ -56,6 +58,7 @@ impl PgOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            password: None,
             pool_size: 16,
             schema: "kalamdb".into(),
             idempotency_ttl: Duration::from_secs(86_400),

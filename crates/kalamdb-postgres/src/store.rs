@@ -133,6 +133,9 @@ impl PgStore {
                 "storage.postgres.url: not a PostgreSQL connection string ({e})"
             ))
         })?;
+        if let Some(password) = &options.password {
+            pg.password(password.as_bytes());
+        }
         pg.connect_timeout(Duration::from_secs(5));
         pg.application_name("kalamdb-server");
         let manager = Manager::from_config(

@@ -74,7 +74,9 @@ pub async fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
             Ok(StoreHandle::with_read_limit(store, config.read_limit()))
         }
         BackendSetting::Postgres => {
-            let options = config.postgres_options();
+            let options = config
+                .postgres_options()
+                .map_err(|e| OpenError::Postgres(kalamdb_postgres::OpenError::Config(e)))?;
             // Connecting and migrating block, on the store's own runtime.
             let store = tokio::task::spawn_blocking(move || PgStore::open(&options))
                 .await

@@ -64,7 +64,15 @@ async fn start(config: Config, source: kalamdb_server::config::ConfigSource) -> 
         config = %source,
         listen = %config.server.listen_addr(),
         backend = ?config.storage.backend,
-        storage = %config.storage.rocksdb_path.display(),
+        // Never the database URL, which may carry a password.
+        storage = %match config.storage.backend {
+            kalamdb_server::config::BackendSetting::Rocksdb => {
+                config.storage.rocksdb_path.display().to_string()
+            }
+            kalamdb_server::config::BackendSetting::Postgres => {
+                format!("schema {}", config.storage.postgres.schema)
+            }
+        },
         live_bus = ?config.live.bus,
         sync_writes = config.storage.sync_writes,
         read_concurrency = config.read_limit(),

@@ -82,16 +82,31 @@ impl Config {
         }
     }
 
-    /// The options the PostgreSQL store is opened with (`storage.backend = "postgres"`).
-    pub fn postgres_options(&self) -> kalamdb_postgres::PgOptions {
+    /// The options the PostgreSQL store is opened with (`storage.backend = "postgres"`), the
+    /// password read from `storage.postgres.password_file` when set; an unreadable file is
+    /// named.
+    pub fn postgres_options(&self) -> Result<kalamdb_postgres::PgOptions, String> {
         let postgres = &self.storage.postgres;
-        kalamdb_postgres::PgOptions {
+        let password = match &postgres.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "storage.postgres.password_file: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            None => None,
+        };
+        Ok(kalamdb_postgres::PgOptions {
             url: postgres.url.clone(),
+            password,
             pool_size: postgres.pool_size.get(),
             schema: postgres.schema.clone(),
             idempotency_ttl: Duration::from_secs(self.limits.idempotency_ttl_secs.get()),
             lease_ttl: Duration::from_secs(postgres.lease_secs.get()),
-        }
+        })
     }
 
     /// How many store reads may run at once (`storage.read_concurrency`; 0 = one per core,
@@ -123,10 +138,34 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML, as `--check-config` prints it.
+    /// The effective configuration as TOML, as `--check-config` prints it: a password in
+    /// `storage.postgres.url` is printed as `***`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let mut shown = self.clone();
+        shown.storage.postgres.url = redact_password(&self.storage.postgres.url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// `url` with its password replaced by `***`: `scheme://user:***@host...` or `password=***`.
+fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // The userinfo ends at the last '@' before the path.
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                return format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
+            }
+        }
+        return url.to_owned();
+    }
+    url.split(' ')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.trim() == "password" => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -219,7 +258,7 @@ mod tests {
              nats_url = \"nats://bus:4222\"\nchannel = \"chat.live\"\nresync_ms = 250\n",
         )
         .unwrap();
-        let options = config.postgres_options();
+        let options = config.postgres_options().unwrap();
         assert_eq!(
             (
                 options.url.as_str(),
@@ -281,6 +320,35 @@ mod tests {
         }
         let (found, _) = error_for("[storage]\nbackend = \"sqlite\"\n");
         assert_eq!(found.as_deref(), Some("storage.backend"));
+    }
+
+    #[test]
+    fn the_database_password_comes_from_its_file_and_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg-password");
+        std::fs::write(&file, "from-the-file\n").unwrap();
+        let text = format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\n\
+             url = \"postgres://kalamdb:in-the-url@db:5432/k\"\npassword_file = \"{}\"\n",
+            file.display()
+        );
+        let config = parse(&text).unwrap();
+        let options = config.postgres_options().unwrap();
+        assert_eq!(options.password.as_deref(), Some("from-the-file"));
+        let printed = config.to_toml();
+        assert!(!printed.contains("in-the-url"), "{printed}");
+        assert!(
+            printed.contains("postgres://kalamdb:***@db:5432/k"),
+            "{printed}"
+        );
+        assert_eq!(
+            redact_password("host=db user=k password=s3cret dbname=k"),
+            "host=db user=k password=*** dbname=k"
+        );
+        assert_eq!(redact_password("postgres://k@db/k"), "postgres://k@db/k");
+        std::fs::remove_file(&file).unwrap();
+        let err = config.postgres_options().unwrap_err();
+        assert!(err.starts_with("storage.postgres.password_file"), "{err}");
     }
 
     #[test]

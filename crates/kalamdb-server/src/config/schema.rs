@@ -133,9 +133,14 @@ pub enum BackendSetting {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
-    /// A `postgres://user:password@host:port/database` URL or a libpq key=value string.
-    /// Default `postgres://kalamdb@127.0.0.1:5432/kalamdb`.
+    /// A `postgres://user@host:port/database` URL or a libpq key=value string. Default
+    /// `postgres://kalamdb@127.0.0.1:5432/kalamdb`. A password may be in it, but
+    /// `password_file` keeps it out of the config (and `--check-config` prints it masked).
     pub url: String,
+    /// A file holding the database password (its first line), which then wins over one in
+    /// `url`. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// The most connections this server opens, which is also the most transactions it runs
     /// at once, 1 to 1024. Default 16.
     pub pool_size: NonZeroUsize,
@@ -152,6 +157,7 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         Self {
             url: "postgres://kalamdb@127.0.0.1:5432/kalamdb".into(),
+            password_file: None,
             pool_size: nonzero(16),
             schema: "kalamdb".into(),
             lease_secs: nonzero(10),
