@@ -53,6 +53,31 @@ pub trait Bus: Send + Sync + 'static {
     fn publish(&self, event: Event);
 }
 
+/// The sending half every bus shares: each event encoded with this server's `origin` and
+/// queued for the connection that sends it. Publishing never waits: when the queue is full (the
+/// bus is down or slow) the event is dropped, and the streams of other servers read it from the
+/// store.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+    origin: String,
+}
+
+impl Outbox {
+    /// An outbox of `capacity` events, and the receiver its sending connection drains.
+    pub fn new(origin: String, capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+        let (queue, outgoing) = tokio::sync::mpsc::channel(capacity);
+        (Self { queue, origin }, outgoing)
+    }
+}
+
+impl Bus for Outbox {
+    fn publish(&self, event: Event) {
+        // Full or closed: lost to the bus, found in the store.
+        let _ = self.queue.try_send(event.encode(&self.origin));
+    }
+}
+
 impl Event {
     /// The event's conversation.
     pub fn conversation_id(&self) -> &str {

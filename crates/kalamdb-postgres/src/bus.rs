@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kalamdb_core::bus::{Bus, Event};
+use kalamdb_core::bus::{Event, Outbox};
 use kalamdb_core::StoreHandle;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -24,28 +24,19 @@ const RECONNECT: Duration = Duration::from_millis(500);
 
 /// The bus; see the module docs.
 #[derive(Debug)]
-pub struct PgBus {
-    queue: mpsc::Sender<Vec<u8>>,
-    origin: String,
-}
+pub struct PgBus;
 
 impl PgBus {
     /// Starts the sending and listening connections to `url` on `channel` (a validated
-    /// identifier), on the current tokio runtime. What is heard goes to `handle`'s streams.
-    pub fn start(url: &str, channel: &str, handle: StoreHandle) -> Arc<PgBus> {
+    /// identifier), on the current tokio runtime, and returns where events go to be sent. What
+    /// is heard goes to `handle`'s streams.
+    pub fn start(url: &str, channel: &str, handle: StoreHandle) -> Arc<Outbox> {
         let origin = uuid::Uuid::new_v4().to_string();
         let channel = channel.to_ascii_lowercase();
-        let (queue, outgoing) = mpsc::channel(QUEUE);
+        let (outbox, outgoing) = Outbox::new(origin.clone(), QUEUE);
         tokio::spawn(send(url.to_owned(), channel.clone(), outgoing));
-        tokio::spawn(listen(url.to_owned(), channel, origin.clone(), handle));
-        Arc::new(PgBus { queue, origin })
-    }
-}
-
-impl Bus for PgBus {
-    fn publish(&self, event: Event) {
-        // Full or closed: the event is lost to the bus, and found in the store.
-        let _ = self.queue.try_send(event.encode(&self.origin));
+        tokio::spawn(listen(url.to_owned(), channel, origin, handle));
+        Arc::new(outbox)
     }
 }
 

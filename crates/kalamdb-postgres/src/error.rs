@@ -75,6 +75,15 @@ impl Failure {
         }
     }
 
+    /// A `COMMIT`'s failure once it is known the transaction did not commit: it then retries
+    /// as any failure before the `COMMIT` does.
+    pub(crate) fn not_committed(self) -> Failure {
+        match self {
+            Failure::AtCommit(e) => Failure::Db(e),
+            other => other,
+        }
+    }
+
     /// The store error a caller sees. Statement errors name their SQLSTATE and the database's
     /// message only, never the values of a statement (a message's content).
     pub(crate) fn into_store_error(self) -> StoreError {

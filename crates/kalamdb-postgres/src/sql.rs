@@ -96,6 +96,8 @@ pub struct Sql {
     pub lock_head_upsert: String,
     /// Locks an existing head row: `$1` id.
     pub lock_head: String,
+    /// Inserts one message: [`insert_messages`] of one row.
+    pub insert_one: String,
     /// Sets a head row's figures after an insert: `$1` id, `$2` last_id, `$3` created_at,
     /// `$4` updated_at, `$5` activity, `$6` message_count, `$7` last_message_id.
     pub update_head_after_insert: String,
@@ -230,6 +232,7 @@ impl Sql {
                  ON CONFLICT (conversation_id) DO UPDATE SET last_id = {{schema}}.conversations.last_id \
                  RETURNING {head_columns}"
             )),
+            insert_one: insert_messages(schema, 1),
             lock_head: s(&format!(
                 "SELECT {head_columns} FROM {{schema}}.conversations WHERE conversation_id = $1 FOR UPDATE"
             )),
@@ -344,6 +347,7 @@ impl Sql {
             &self.set_version,
             &self.lock_head_upsert,
             &self.lock_head,
+            &self.insert_one,
             &self.update_head_after_insert,
             &self.update_head_after_delete,
             &self.touch_head,

@@ -1,6 +1,6 @@
 //! [`PgStore`]: the [`Store`] contract in SQL; see the crate docs for the tour.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -290,29 +290,22 @@ impl Inner {
     ) -> Result<Committed, Failure> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let mut heads: BTreeMap<&str, Head> = BTreeMap::new();
-        for message in messages {
-            heads
-                .entry(message.conversation_id())
-                .or_insert_with(|| Head {
-                    last_id: 0,
-                    created_at: 0,
-                    updated_at: 0,
-                    activity: 0,
-                    message_count: 0,
-                    last_message_id: None,
-                });
-        }
+        // Byte order of the ids (a BTreeSet's), the same in every transaction.
+        let conversations: BTreeSet<&str> = messages
+            .iter()
+            .map(PreparedMessage::conversation_id)
+            .collect();
         let upsert = tx
             .prepare_cached(&self.sql.lock_head_upsert)
             .await
             .map_err(db)?;
-        for (conversation_id, head) in heads.iter_mut() {
+        let mut heads: BTreeMap<&str, Head> = BTreeMap::new();
+        for conversation_id in conversations {
             let row = tx
-                .query_one(&upsert, &[conversation_id, &-1i64])
+                .query_one(&upsert, &[&conversation_id, &-1i64])
                 .await
                 .map_err(db)?;
-            *head = Head::from_row(&row);
+            heads.insert(conversation_id, Head::from_row(&row));
         }
         // Mint under the locks, above the highest id any of them holds.
         if let Some(highest) = heads.values().map(|h| h.last_id).max() {
@@ -347,10 +340,15 @@ impl Inner {
             .chunks(ROWS_PER_INSERT)
             .zip(inserted.chunks(ROWS_PER_INSERT))
         {
-            let statement = tx
-                .prepare_cached(&insert_messages(&self.sql.schema, chunk.len()))
-                .await
-                .map_err(db)?;
+            // The one-message insert, the common case, is built once at open.
+            let statement = match chunk.len() {
+                1 => tx.prepare_cached(&self.sql.insert_one).await,
+                rows => {
+                    tx.prepare_cached(&insert_messages(&self.sql.schema, rows))
+                        .await
+                }
+            }
+            .map_err(db)?;
             let ids: Vec<i64> = answers.iter().map(|a| sql_id(a.msg_id)).collect();
             let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 Vec::with_capacity(chunk.len() * 3);
@@ -435,10 +433,7 @@ impl Inner {
                     tracing::warn!(
                         "a commit's connection broke before it landed; retrying the insert"
                     );
-                    return Err(Failure::Db(match failure {
-                        Failure::AtCommit(e) => e,
-                        other => return Err(other),
-                    }));
+                    return Err(failure.not_committed());
                 }
                 tracing::warn!("a commit's connection broke; its messages were found stored");
             }

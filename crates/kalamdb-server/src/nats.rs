@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kalamdb_core::bus::{Bus, Event};
+use kalamdb_core::bus::{Event, Outbox};
 use kalamdb_core::StoreHandle;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
@@ -25,26 +25,17 @@ const MAX_PAYLOAD: usize = 1024 * 1024;
 
 /// The bus; see the module docs.
 #[derive(Debug)]
-pub struct NatsBus {
-    queue: mpsc::Sender<Vec<u8>>,
-    origin: String,
-}
+pub struct NatsBus;
 
 impl NatsBus {
     /// Connects to `address` (`host:port`) and subscribes to `subject`, on the current tokio
-    /// runtime; what other servers publish goes to `handle`'s streams.
-    pub fn start(address: String, subject: String, handle: StoreHandle) -> Arc<NatsBus> {
+    /// runtime, and returns where events go to be sent; what other servers publish goes to
+    /// `handle`'s streams.
+    pub fn start(address: String, subject: String, handle: StoreHandle) -> Arc<Outbox> {
         let origin = uuid::Uuid::new_v4().to_string();
-        let (queue, outgoing) = mpsc::channel(QUEUE);
-        tokio::spawn(run(address, subject, origin.clone(), outgoing, handle));
-        Arc::new(NatsBus { queue, origin })
-    }
-}
-
-impl Bus for NatsBus {
-    fn publish(&self, event: Event) {
-        // Full or closed: lost to the bus, found in the store.
-        let _ = self.queue.try_send(event.encode(&self.origin));
+        let (outbox, outgoing) = Outbox::new(origin.clone(), QUEUE);
+        tokio::spawn(run(address, subject, origin, outgoing, handle));
+        Arc::new(outbox)
     }
 }
 
