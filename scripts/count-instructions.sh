@@ -17,7 +17,8 @@
 # 500 pages of that member's listing (`limit=20`): with more than 8 members a room is merged in at
 # read time, so this measures what that strategy costs a reader. With AUTH=service or AUTH=user
 # (single, batch or query), the server runs with [auth] on and every request carries an API key
-# or an HS256 user token for the user `count`, the messages' author.
+# or an HS256 user token for the user `count`, the messages' author. RECENT_CACHE_MB sets
+# storage.recent_cache_mb (0 counts queries read from RocksDB every time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,7 @@ port = $port
 [storage]
 rocksdb_path = "$dir/data"
 sync_writes = false
+${RECENT_CACHE_MB:+recent_cache_mb = $RECENT_CACHE_MB}
 [logging]
 level = "warn"
 file_path = "$dir/server.log"

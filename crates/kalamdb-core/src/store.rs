@@ -173,6 +173,15 @@ pub trait Store: Send + Sync + 'static {
     /// conversation's messages.
     fn query(&self, query: &Query) -> Result<Page, StoreError>;
 
+    /// The page [`Store::query`] would return, when the store holds it in memory and can
+    /// answer at once; `None` otherwise. The handle calls it on an async worker before handing
+    /// the query to a reader thread, so it must never block: no disk, no waiting on a lock
+    /// held across I/O. The default holds nothing.
+    fn query_in_memory(&self, query: &Query) -> Option<Result<Page, StoreError>> {
+        let _ = query;
+        None
+    }
+
     /// Creates a conversation; [`StoreError::Conflict`] when its id is taken. A missing id is
     /// made up (`conv_` and a fresh Snowflake id). `new` is validated, members deduplicated.
     fn create_conversation(&self, new: &NewConversation) -> Result<Conversation, StoreError>;

@@ -338,10 +338,11 @@ impl RocksStore {
     }
 
     /// Writes `batch` with part 0 of `op` (its `tasks`), the id floor and the new delete count:
-    /// the end of every delete and edit. Callers hold the writer lock, whose generator's last id
-    /// is `last_id`.
+    /// the end of every delete and edit, of messages of `conversation_id`. Callers hold the
+    /// writer lock, whose generator's last id is `last_id`.
     fn commit_erasable(
         &self,
+        conversation_id: &str,
         mut batch: WriteBatch,
         op: &Op<'_>,
         tasks: &[EraseTask],
@@ -357,6 +358,9 @@ impl RocksStore {
         } else {
             self.db.write(batch)
         };
+        // After the write, whether or not it went through (a failed write's outcome is not
+        // known): the recent cache must not answer with what it changed.
+        self.recent.forget(conversation_id);
         result.map_err(store_error)?;
         self.eraser.deletes.fetch_add(1, Ordering::AcqRel);
         self.eraser.note_pending(now);
@@ -395,7 +399,7 @@ impl RocksStore {
             conversation_key(&conversation_id, STATE),
             state.encode(),
         );
-        self.commit_erasable(batch, &op, &tasks, ids.last(), true)?;
+        self.commit_erasable(&conversation_id, batch, &op, &tasks, ids.last(), true)?;
         drop(ids);
         Ok(Some(StoredMessage { msg_id: id, json }))
     }
@@ -482,7 +486,7 @@ impl RocksStore {
             just(CF_MESSAGES, &key),
             just(CF_MESSAGE_INDEX, &keys::index_key(id)),
         ];
-        self.commit_erasable(batch, &op, &tasks, ids.last(), true)?;
+        self.commit_erasable(&conversation_id, batch, &op, &tasks, ids.last(), true)?;
         drop(ids);
         Ok(Some(conversation_id))
     }
@@ -562,7 +566,14 @@ impl RocksStore {
             conversation_key(conversation_id, STATE),
             state.encode(),
         );
-        self.commit_erasable(batch, &doomed.op, &tasks, ids.last(), durable)?;
+        self.commit_erasable(
+            conversation_id,
+            batch,
+            &doomed.op,
+            &tasks,
+            ids.last(),
+            durable,
+        )?;
         drop(ids);
         Ok(Some(count))
     }
@@ -636,7 +647,7 @@ impl RocksStore {
             conversation_id: conversation_id.to_owned(),
             up_to: removed.first().copied().unwrap_or(0),
         });
-        self.commit_erasable(batch, &doomed.op, &tasks, ids.last(), true)?;
+        self.commit_erasable(conversation_id, batch, &doomed.op, &tasks, ids.last(), true)?;
         drop(ids);
         Ok(true)
     }

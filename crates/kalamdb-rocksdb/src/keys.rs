@@ -221,6 +221,16 @@ fn past_conversation(mut prefix: Vec<u8>) -> Vec<u8> {
     prefix
 }
 
+/// Whether no id lies strictly between `after` and `before` (either open): [`id_range`]'s
+/// `None`, without building keys.
+pub fn no_id_between(after: Option<MessageId>, before: Option<MessageId>) -> bool {
+    match (after, before) {
+        (_, Some(before)) if before.as_u64() == 0 => true,
+        (Some(after), Some(before)) => before.as_u64() <= after.as_u64().saturating_add(1),
+        _ => false,
+    }
+}
+
 /// The key range of the messages of `conversation_id` with ids in `after..before` (both
 /// exclusive, either open), as `[lower, upper)` keys; `None` when no id fits.
 pub fn id_range(
@@ -684,6 +694,18 @@ mod tests {
                 }
                 None => prop_assert!(!wanted),
             }
+            prop_assert_eq!(no_id_between(after, before), id_range(&c, after, before).is_none());
+        }
+
+        /// Near the edges, where the random ids seldom fall: no id between n and n + 1.
+        #[test]
+        fn no_id_between_agrees_with_id_range_at_the_edges(
+            c in conversation_id(),
+            after in proptest::option::of(0u64..4),
+            before in proptest::option::of(0u64..4),
+        ) {
+            let (after, before) = (after.map(MessageId::from_u64), before.map(MessageId::from_u64));
+            prop_assert_eq!(no_id_between(after, before), id_range(&c, after, before).is_none());
         }
 
         /// Keys of formats 1 and 2 decode as old keys and never as current ones, and a current

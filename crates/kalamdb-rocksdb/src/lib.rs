@@ -12,13 +12,15 @@
 //! - `store.rs`: the [`Store`](kalamdb_core::Store) trait's methods: writes, reads, probes and figures.
 //! - `conversations.rs`: conversation records, listings by activity and members: what each
 //!   write adds to its batch, and the conversation methods of [`Store`](kalamdb_core::Store).
+//! - `recent.rs`: the newest messages of recently read conversations, in memory, which answer
+//!   the latest page and a poller's catch-up without RocksDB (`storage.recent_cache_mb`).
 //! - `erase.rs`: edits, deletes and trims, retention, and the erasure of deleted bytes from
 //!   the files within `storage.erase_within_secs`, with the maintenance thread that runs it.
 //!
 //! # Config keys it serves
 //!
 //! `storage.rocksdb_path`, `storage.sync_writes`, `storage.compression`,
-//! `storage.erase_within_secs`, `retention.max_age_secs` and `server.node_id`, through
+//! `storage.erase_within_secs`, `storage.recent_cache_mb`, `retention.max_age_secs` and `server.node_id`, through
 //! [`StoreOptions`].
 //!
 //! # Writes
@@ -38,6 +40,11 @@
 //! page, O(log n + limit), never touching another conversation's keys. Keys run newest first
 //! ([`keys`]), so the usual newest-first page reads forward; an oldest-first page reads backward,
 //! which in the memtable costs a skip-list search per step.
+//!
+//! Before any of that, the recent cache (`recent.rs`) answers the pages that lie in the newest
+//! messages of a conversation read lately, exactly as the iterator would; the handle asks it
+//! on the async worker itself ([`Store::query_in_memory`](kalamdb_core::Store::query_in_memory)),
+//! so such a page needs no reader thread either.
 //!
 //! # Memtable
 //!
@@ -60,6 +67,7 @@ mod erase;
 pub mod keys;
 mod open;
 mod options;
+mod recent;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -76,7 +84,9 @@ pub use crate::erase::CHUNK;
 use crate::keys::CF_IDEMPOTENCY;
 use crate::open::highest_id;
 pub use crate::open::OpenError;
-pub use crate::options::{Compression, StoreOptions};
+pub use crate::options::{
+    Compression, StoreOptions, DEFAULT_RECENT_CACHE_BYTES, DEFAULT_RECENT_PER_CONVERSATION,
+};
 use crate::store::store_error;
 
 /// The RocksDB-backed [`Store`](kalamdb_core::Store).
@@ -92,6 +102,8 @@ pub struct RocksStore {
     write_options: WriteOptions,
     idempotency_ttl_ms: u64,
     closed: AtomicBool,
+    /// The newest messages of recently read conversations (`recent.rs`).
+    recent: recent::Recent,
     /// The erase queue's state, retention and the maintenance thread (`erase.rs`).
     eraser: erase::Eraser,
 }

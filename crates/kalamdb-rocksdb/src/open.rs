@@ -141,6 +141,10 @@ impl RocksStore {
             idempotency_ttl_ms: u64::try_from(options.idempotency_ttl.as_millis())
                 .unwrap_or(u64::MAX),
             closed: AtomicBool::new(false),
+            recent: crate::recent::Recent::new(
+                options.recent_cache_bytes,
+                options.recent_per_conversation,
+            ),
             eraser: crate::erase::Eraser::new(
                 last_op,
                 last_op.is_some(),

@@ -54,7 +54,21 @@ pub struct StoreOptions {
     /// How old a message may grow before it is deleted (`retention.max_age_secs`); `None`
     /// keeps messages forever.
     pub retention: Option<Duration>,
+    /// Memory, in bytes, for the newest messages of recently read conversations
+    /// (`storage.recent_cache_mb`): pages among them are answered without reading RocksDB.
+    /// 0 turns the cache off.
+    pub recent_cache_bytes: usize,
+    /// The most messages the recent cache keeps of one conversation: pages of up to one less
+    /// than this are answered from it.
+    pub recent_per_conversation: usize,
 }
+
+/// `StoreOptions::recent_cache_bytes` by default: 32 MiB.
+pub const DEFAULT_RECENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// `StoreOptions::recent_per_conversation` by default: twice the default page of 50, and one
+/// more to tell whether there is more.
+pub const DEFAULT_RECENT_PER_CONVERSATION: usize = 101;
 
 impl StoreOptions {
     /// Options for a store at `path` with the defaults: node 0, synced writes, LZ4.
@@ -67,6 +81,8 @@ impl StoreOptions {
             idempotency_ttl: Duration::from_secs(86_400),
             erase_within: Duration::from_secs(60),
             retention: None,
+            recent_cache_bytes: DEFAULT_RECENT_CACHE_BYTES,
+            recent_per_conversation: DEFAULT_RECENT_PER_CONVERSATION,
         }
     }
 }

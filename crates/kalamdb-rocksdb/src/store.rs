@@ -57,6 +57,96 @@ pub(crate) fn read_message(
     }))
 }
 
+impl RocksStore {
+    /// [`Store::query`] read from RocksDB alone, past the recent cache: what the cache's tests
+    /// hold its answers to.
+    #[doc(hidden)]
+    pub fn query_from_disk(&self, query: &Query) -> Result<Page, StoreError> {
+        self.ensure_open()?;
+        validate_name("conversation_id", &query.conversation_id)?;
+        let since = self.lowest_since(query);
+        Ok(self.read_page(query, since, false)?.0)
+    }
+
+    /// One page off a RocksDB iterator, `since` being the query's with retention's floor; with
+    /// `peek`, also the message past the page when there is one.
+    fn read_page(
+        &self,
+        query: &Query,
+        since: Option<MessageId>,
+        peek: bool,
+    ) -> Result<(Page, Option<StoredMessage>), StoreError> {
+        // Exclusive bounds become the iterator's [lower, upper) key range, which never leaves
+        // this conversation's keys (see `keys`).
+        let Some((lower, upper)) = keys::id_range(&query.conversation_id, since, query.before)
+        else {
+            return Ok((Page::default(), None));
+        };
+        if query.limit == 0 {
+            return Ok((Page::default(), None));
+        }
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(lower);
+        options.set_iterate_upper_bound(upper);
+        // The raw iterator lends each key and value in place; the plain iterator would copy
+        // both into fresh boxes before the JSON is copied out once more.
+        let mut entries = self.db.raw_iterator_cf_opt(self.cf(CF_MESSAGES), options);
+        // Keys run newest first (see `keys`): the common newest-first page reads forward.
+        match query.order {
+            Order::Desc => entries.seek_to_first(),
+            Order::Asc => entries.seek_to_last(),
+        }
+        let mut messages = Vec::with_capacity(query.limit.min(1024) + usize::from(peek));
+        let mut has_more = false;
+        while let (Some(key), Some(value)) = (entries.key(), entries.value()) {
+            // One message past the limit answers `has_more` without a second query.
+            if messages.len() == query.limit {
+                has_more = true;
+                if !peek {
+                    break;
+                }
+            }
+            // The bounds hold this conversation's keys only, so the id is all there is to read.
+            let msg_id = keys::decode_message_id(key)
+                .ok_or_else(|| StoreError::Corrupt("a message key does not decode".into()))?;
+            let json = keys::decode_value(value).ok_or_else(|| {
+                StoreError::Corrupt(format!("message {msg_id} has an unknown version"))
+            })?;
+            messages.push(StoredMessage {
+                msg_id,
+                json: json.to_vec(),
+            });
+            if has_more {
+                break;
+            }
+            match query.order {
+                Order::Desc => entries.next(),
+                Order::Asc => entries.prev(),
+            }
+        }
+        // An iterator that stops early on a read error is invalid, not at its end.
+        entries.status().map_err(store_error)?;
+        let beyond = if has_more && peek {
+            messages.pop()
+        } else {
+            None
+        };
+        Ok((Page { messages, has_more }, beyond))
+    }
+
+    /// A query's `since` with retention's floor as one more lower bound: expired messages are
+    /// never read.
+    fn lowest_since(&self, query: &Query) -> Option<MessageId> {
+        match self.floor() {
+            Some(floor) => {
+                let below = MessageId::from_u64(floor.as_u64().saturating_sub(1));
+                Some(query.since.map_or(below, |since| since.max(below)))
+            }
+            None => query.since,
+        }
+    }
+}
+
 /// A RocksDB error as the store's typed error: corruption, a bug, or storage unavailable.
 pub(crate) fn store_error(e: rocksdb::Error) -> StoreError {
     match e.kind() {
@@ -139,9 +229,15 @@ impl Store for RocksStore {
                 keys::encode_idempotency(&key.fingerprint, created, &json),
             );
         }
-        self.db
-            .write_opt(batch, &self.write_options)
-            .map_err(store_error)?;
+        let written = self.db.write_opt(batch, &self.write_options);
+        if let Err(e) = written {
+            // The outcome of a failed write is not known: no entry may go on without it.
+            for message in messages {
+                self.recent.forget(message.conversation_id());
+            }
+            return Err(store_error(e));
+        }
+        self.recent.inserted(messages, &inserted);
         self.remember(states);
         drop(ids);
         Ok(inserted)
@@ -180,63 +276,69 @@ impl Store for RocksStore {
         read_message(self, id)
     }
 
+    fn query_in_memory(&self, query: &Query) -> Option<Result<Page, StoreError>> {
+        if let Err(e) = self.ensure_open() {
+            return Some(Err(e));
+        }
+        if validate_name("conversation_id", &query.conversation_id).is_err() {
+            // `query` words the error.
+            return None;
+        }
+        let since = self.lowest_since(query);
+        if query.limit == 0 || keys::no_id_between(since, query.before) {
+            return Some(Ok(Page::default()));
+        }
+        let page = self.recent.answer(
+            &query.conversation_id,
+            since,
+            query.before,
+            query.limit,
+            query.order,
+        );
+        page.ok().map(Ok)
+    }
+
     fn query(&self, query: &Query) -> Result<Page, StoreError> {
         self.ensure_open()?;
         let conversation = query.conversation_id.as_str();
         validate_name("conversation_id", conversation)?;
-        // Retention's floor is one more lower bound: expired messages are never read.
-        let since = match self.floor() {
-            Some(floor) => {
-                let below = MessageId::from_u64(floor.as_u64().saturating_sub(1));
-                Some(query.since.map_or(below, |since| since.max(below)))
-            }
-            None => query.since,
-        };
-        // Exclusive bounds become the iterator's [lower, upper) key range, which never leaves
-        // this conversation's keys (see `keys`).
-        let Some((lower, upper)) = keys::id_range(conversation, since, query.before) else {
-            return Ok(Page::default());
-        };
-        if query.limit == 0 {
+        let since = self.lowest_since(query);
+        if query.limit == 0 || keys::no_id_between(since, query.before) {
             return Ok(Page::default());
         }
-        let mut options = ReadOptions::default();
-        options.set_iterate_lower_bound(lower);
-        options.set_iterate_upper_bound(upper);
-        // The raw iterator lends each key and value in place; the plain iterator would copy
-        // both into fresh boxes before the JSON is copied out once more.
-        let mut entries = self.db.raw_iterator_cf_opt(self.cf(CF_MESSAGES), options);
-        // Keys run newest first (see `keys`): the common newest-first page reads forward.
-        match query.order {
-            Order::Desc => entries.seek_to_first(),
-            Order::Asc => entries.seek_to_last(),
-        }
-        let mut messages = Vec::with_capacity(query.limit.min(1024));
-        let mut has_more = false;
-        while let (Some(key), Some(value)) = (entries.key(), entries.value()) {
-            // One message past the limit answers `has_more` without a second query.
-            if messages.len() == query.limit {
-                has_more = true;
-                break;
-            }
-            // The bounds hold this conversation's keys only, so the id is all there is to read.
-            let msg_id = keys::decode_message_id(key)
-                .ok_or_else(|| StoreError::Corrupt("a message key does not decode".into()))?;
-            let json = keys::decode_value(value).ok_or_else(|| {
-                StoreError::Corrupt(format!("message {msg_id} has an unknown version"))
-            })?;
-            messages.push(StoredMessage {
-                msg_id,
-                json: json.to_vec(),
-            });
+        let ticket =
+            match self
+                .recent
+                .answer(conversation, since, query.before, query.limit, query.order)
+            {
+                Ok(page) => return Ok(page),
+                Err(ticket) => ticket,
+            };
+        // A page without `before` that runs to the newest message, or holds every message
+        // after `since`, is a suffix of the conversation: what the recent cache keeps. The
+        // message past a newest-first page is kept too: without it the same page could not
+        // be answered from memory, since only it says whether there is more.
+        let suffix = query.before.is_none();
+        let (mut page, beyond) = self.read_page(query, since, suffix)?;
+        if suffix {
+            // With no lower bound but retention's, and nothing beyond, it is all there is.
+            let complete = query.since.is_none() && self.floor().is_none() && !page.has_more;
             match query.order {
-                Order::Desc => entries.next(),
-                Order::Asc => entries.prev(),
+                Order::Desc => {
+                    let read = page.messages.len();
+                    page.messages.extend(beyond);
+                    self.recent
+                        .fill(ticket, conversation, &page.messages, true, complete);
+                    page.messages.truncate(read);
+                }
+                Order::Asc if !page.has_more => {
+                    self.recent
+                        .fill(ticket, conversation, &page.messages, false, complete);
+                }
+                Order::Asc => {}
             }
         }
-        // An iterator that stops early on a read error is invalid, not at its end.
-        entries.status().map_err(store_error)?;
-        Ok(Page { messages, has_more })
+        Ok(page)
     }
 
     fn create_conversation(&self, new: &NewConversation) -> Result<Conversation, StoreError> {

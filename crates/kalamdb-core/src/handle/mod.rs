@@ -24,7 +24,10 @@
 //!   changes, edits and single deletes run there too (the store orders them under its own
 //!   lock); trims and conversation deletes, which may read a million ids first, run on tokio's
 //!   blocking pool instead. An edit's or delete's live event then goes through the writer's
-//!   queue, so subscribers see it after every message committed before it. On tokio's
+//!   queue, so subscribers see it after every message committed before it. A page the store
+//!   holds in memory ([`Store::query_in_memory`], the RocksDB store's recent cache) is
+//!   answered on the request's own task instead: handing it to a reader and back cost more
+//!   than copying it. On tokio's
 //!   blocking pool instead, 16 concurrent queries on two cores kept 32 threads waking each other
 //!   and answered a quarter fewer queries (`docs/BENCHMARKS.md`). Tests that pause tokio's clock
 //!   should know that the runtime does not count a read under way on those threads as work:
@@ -80,7 +83,8 @@ struct Shared {
     writer: Writer,
     hub: Arc<Hub>,
     readers: Readers,
-    /// For the long deletes, which run on tokio's blocking pool rather than hold a reader.
+    /// For the long deletes, which run on tokio's blocking pool rather than hold a reader, and
+    /// for pages the store answers from memory.
     store: Arc<dyn Store>,
     /// The store [orders its own writes](Store::orders_writes): inserts take `ordered.rs`'s
     /// path, not the writer's.
@@ -274,8 +278,12 @@ impl StoreHandle {
         .await
     }
 
-    /// Reads one page of a conversation.
+    /// Reads one page of a conversation: on this task when the store has it in memory
+    /// ([`Store::query_in_memory`]), else on a reader thread.
     pub async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        if let Some(page) = self.shared.store.query_in_memory(&query) {
+            return page;
+        }
         self.on_reader(move |store| store.query(&query)).await
     }
 

@@ -135,6 +135,12 @@ impl Config {
             idempotency_ttl: Duration::from_secs(self.limits.idempotency_ttl_secs.get()),
             erase_within: Duration::from_secs(self.storage.erase_within_secs.get()),
             retention: self.retention.max_age(),
+            // Validated to at most 64 GiB.
+            recent_cache_bytes: usize::try_from(self.storage.recent_cache_mb << 20)
+                .unwrap_or(usize::MAX),
+            // The default page, another before it, and one more that says there is more: a
+            // client scrolling back one page, or a poller a page behind, still reads memory.
+            recent_per_conversation: 2 * self.limits.default_query_limit.get() + 1,
         }
     }
 
@@ -393,6 +399,18 @@ mod tests {
     }
 
     #[test]
+    fn the_recent_cache_is_sized_from_its_key_and_the_default_page() {
+        let defaults = Config::default().store_options();
+        assert_eq!(defaults.recent_cache_bytes, 32 << 20);
+        assert_eq!(defaults.recent_per_conversation, 101);
+        let config =
+            parse("[storage]\nrecent_cache_mb = 0\n[limits]\ndefault_query_limit = 20\n").unwrap();
+        let options = config.store_options();
+        assert_eq!(options.recent_cache_bytes, 0);
+        assert_eq!(options.recent_per_conversation, 41);
+    }
+
+    #[test]
     fn bad_values_are_named() {
         for (text, expected) in [
             ("[server]\nport = 0", "server.port"),
@@ -406,6 +424,11 @@ mod tests {
                 "[storage]\nerase_within_secs = 0",
                 "storage.erase_within_secs",
             ),
+            (
+                "[storage]\nrecent_cache_mb = 65537",
+                "storage.recent_cache_mb",
+            ),
+            ("[storage]\nrecent_cache_mb = -1", "storage.recent_cache_mb"),
             (
                 "[storage]\nerase_within_secs = 86401",
                 "storage.erase_within_secs",

@@ -111,6 +111,10 @@ pub struct StorageConfig {
     /// How soon, in seconds, a deleted or edited message's bytes are gone from the data
     /// directory's files (WAL and table files), 1 to 86400. Default 60.
     pub erase_within_secs: NonZeroU64,
+    /// Memory, in MiB, for the newest messages of recently read conversations, 0 to 65536:
+    /// a latest page or a catch-up since a recent message is answered from it without reading
+    /// RocksDB. 0 turns it off. Default 32.
+    pub recent_cache_mb: u64,
     /// Where messages live: `rocksdb` (embedded, one server; the default) or `postgres` (a
     /// PostgreSQL-protocol database several servers share, `[storage.postgres]`).
     pub backend: BackendSetting,
@@ -257,6 +261,9 @@ pub fn nats_address(url: &str) -> Option<String> {
     Some(format!("{host}:{port}"))
 }
 
+/// The largest `storage.recent_cache_mb`: 64 GiB.
+pub(super) const MAX_RECENT_CACHE_MB: u64 = 65_536;
+
 /// The longest `storage.erase_within_secs`: a day.
 const MAX_ERASE_WITHIN_SECS: u64 = 86_400;
 
@@ -268,6 +275,7 @@ impl Default for StorageConfig {
             compression: CompressionSetting::Lz4,
             read_concurrency: 0,
             erase_within_secs: nonzero(60),
+            recent_cache_mb: 32,
             backend: BackendSetting::Rocksdb,
             postgres: PostgresConfig::default(),
         }
@@ -321,6 +329,15 @@ impl StorageConfig {
                     format!("must be between 2 and 3600, got {}", postgres.lease_secs),
                 ));
             }
+        }
+        if self.recent_cache_mb > MAX_RECENT_CACHE_MB {
+            return Err(InvalidSetting::new(
+                "storage.recent_cache_mb",
+                format!(
+                    "must be between 0 (off) and {MAX_RECENT_CACHE_MB}, got {}",
+                    self.recent_cache_mb
+                ),
+            ));
         }
         if self.erase_within_secs.get() > MAX_ERASE_WITHIN_SECS {
             return Err(InvalidSetting::new(
