@@ -84,9 +84,7 @@ pub use crate::erase::CHUNK;
 use crate::keys::CF_IDEMPOTENCY;
 use crate::open::highest_id;
 pub use crate::open::OpenError;
-pub use crate::options::{
-    Compression, StoreOptions, DEFAULT_RECENT_CACHE_BYTES, DEFAULT_RECENT_PER_CONVERSATION,
-};
+pub use crate::options::{Compression, StoreOptions};
 use crate::store::store_error;
 
 /// The RocksDB-backed [`Store`](kalamdb_core::Store).

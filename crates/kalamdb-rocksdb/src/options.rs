@@ -64,11 +64,11 @@ pub struct StoreOptions {
 }
 
 /// `StoreOptions::recent_cache_bytes` by default: 32 MiB.
-pub const DEFAULT_RECENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+const DEFAULT_RECENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// `StoreOptions::recent_per_conversation` by default: twice the default page of 50, and one
 /// more to tell whether there is more.
-pub const DEFAULT_RECENT_PER_CONVERSATION: usize = 101;
+const DEFAULT_RECENT_PER_CONVERSATION: usize = 101;
 
 impl StoreOptions {
     /// Options for a store at `path` with the defaults: node 0, synced writes, LZ4.

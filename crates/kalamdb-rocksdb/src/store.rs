@@ -14,6 +14,7 @@ use crate::keys::{
     self, CF_IDEMPOTENCY, CF_MESSAGES, CF_MESSAGE_INDEX, CF_META, COLUMN_FAMILIES,
     META_FORMAT_VERSION, META_HEALTH_PROBE,
 };
+use crate::recent::Ticket;
 use crate::RocksStore;
 
 /// Milliseconds since the Unix epoch; 0 if the clock is before it.
@@ -132,6 +133,32 @@ impl RocksStore {
             None
         };
         Ok((Page { messages, has_more }, beyond))
+    }
+
+    /// The checks every query starts with, then its page from the recent cache; when the cache
+    /// cannot answer, the query's `since` with retention's floor, and the ticket to fill the
+    /// cache with what RocksDB answers.
+    #[allow(clippy::type_complexity)]
+    fn page_in_memory(
+        &self,
+        query: &Query,
+    ) -> Result<Result<Page, (Option<MessageId>, Ticket)>, StoreError> {
+        self.ensure_open()?;
+        validate_name("conversation_id", &query.conversation_id)?;
+        let since = self.lowest_since(query);
+        if query.limit == 0 || keys::no_id_between(since, query.before) {
+            return Ok(Ok(Page::default()));
+        }
+        Ok(self
+            .recent
+            .answer(
+                &query.conversation_id,
+                since,
+                query.before,
+                query.limit,
+                query.order,
+            )
+            .map_err(|ticket| (since, ticket)))
     }
 
     /// A query's `since` with retention's floor as one more lower bound: expired messages are
@@ -277,43 +304,19 @@ impl Store for RocksStore {
     }
 
     fn query_in_memory(&self, query: &Query) -> Option<Result<Page, StoreError>> {
-        if let Err(e) = self.ensure_open() {
-            return Some(Err(e));
+        match self.page_in_memory(query) {
+            Ok(Ok(page)) => Some(Ok(page)),
+            Ok(Err(_)) => None,
+            Err(e) => Some(Err(e)),
         }
-        if validate_name("conversation_id", &query.conversation_id).is_err() {
-            // `query` words the error.
-            return None;
-        }
-        let since = self.lowest_since(query);
-        if query.limit == 0 || keys::no_id_between(since, query.before) {
-            return Some(Ok(Page::default()));
-        }
-        let page = self.recent.answer(
-            &query.conversation_id,
-            since,
-            query.before,
-            query.limit,
-            query.order,
-        );
-        page.ok().map(Ok)
     }
 
     fn query(&self, query: &Query) -> Result<Page, StoreError> {
-        self.ensure_open()?;
+        let (since, ticket) = match self.page_in_memory(query)? {
+            Ok(page) => return Ok(page),
+            Err(missed) => missed,
+        };
         let conversation = query.conversation_id.as_str();
-        validate_name("conversation_id", conversation)?;
-        let since = self.lowest_since(query);
-        if query.limit == 0 || keys::no_id_between(since, query.before) {
-            return Ok(Page::default());
-        }
-        let ticket =
-            match self
-                .recent
-                .answer(conversation, since, query.before, query.limit, query.order)
-            {
-                Ok(page) => return Ok(page),
-                Err(ticket) => ticket,
-            };
         // A page without `before` that runs to the newest message, or holds every message
         // after `since`, is a suffix of the conversation: what the recent cache keeps. The
         // message past a newest-first page is kept too: without it the same page could not
