@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what building and testing KalamDB need beyond a Rust toolchain and a C++ compiler:
+# Installs what building and testing KalamDB need beyond a Rust toolchain and a C compiler:
 # libclang and clang's own headers, which the `rocksdb` crate's build loads through bindgen to
-# generate its bindings; curl, which the example scripts use; and PostgreSQL and nats-server,
-# which the tests of the many-servers store start themselves on loopback (they never use a
-# system service). Idempotent, and silent when everything is already there.
+# generate its bindings; clang++, which compiles RocksDB's C++ (.cargo/config.toml); curl,
+# which the example scripts use; and PostgreSQL and nats-server, which the tests of the
+# many-servers store start themselves on loopback (they never use a system service).
+# Idempotent, and silent when everything is already there.
 #
 #   scripts/setup.sh                              install what is missing (apt-get, as root or via sudo)
 #   scripts/setup.sh --detect-libclang [DIR ...]  print "present" or "missing" and install nothing;
@@ -66,6 +67,7 @@ command -v cargo >/dev/null || {
 mapfile -t dirs < <(default_libclang_dirs)
 missing=()
 libclang_present "${dirs[@]}" || missing+=(libclang-dev)
+command -v clang++ >/dev/null || missing+=(clang)
 command -v curl >/dev/null || missing+=(curl)
 # The tests run PostgreSQL's initdb and postgres from Debian's versioned folder (or $PG_BINDIR).
 postgres_present() {
