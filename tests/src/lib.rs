@@ -1,7 +1,8 @@
 //! Helpers for KalamDB's whole-stack tests: a store in a temp dir, the app built exactly as the
 //! server builds it, an in-process server on a real socket, and a small HTTP client.
 //!
-//! The tests themselves live in `tests/tests/`:
+//! The tests themselves live in `tests/tests/`, each file a module of one test binary
+//! (`tests/all.rs`) but `metrics.rs`, which needs a process of its own:
 //! - `stack.rs`: requests through the whole layer stack with `ServiceExt::oneshot`;
 //! - `socket.rs`: the same app served by the real accept loop on 127.0.0.1, over HTTP/1.1 and h2c;
 //! - `stream.rs`: live event streams, read with [`EventStream`] as a browser would.
