@@ -17,6 +17,16 @@ use crate::keys::{
 use crate::recent::Ticket;
 use crate::RocksStore;
 
+/// A query's page from the recent cache, or, when the cache cannot answer it, what reading it
+/// from RocksDB needs: its `since` with retention's floor, and the ticket to fill the cache with.
+enum InMemory {
+    Page(Page),
+    Miss {
+        since: Option<MessageId>,
+        ticket: Ticket,
+    },
+}
+
 /// Milliseconds since the Unix epoch; 0 if the clock is before it.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -135,30 +145,27 @@ impl RocksStore {
         Ok((Page { messages, has_more }, beyond))
     }
 
-    /// The checks every query starts with, then its page from the recent cache; when the cache
-    /// cannot answer, the query's `since` with retention's floor, and the ticket to fill the
-    /// cache with what RocksDB answers.
-    #[allow(clippy::type_complexity)]
-    fn page_in_memory(
-        &self,
-        query: &Query,
-    ) -> Result<Result<Page, (Option<MessageId>, Ticket)>, StoreError> {
+    /// The checks every query starts with, then its page from the recent cache, or what a read
+    /// of RocksDB needs when the cache cannot answer.
+    fn page_in_memory(&self, query: &Query) -> Result<InMemory, StoreError> {
         self.ensure_open()?;
         validate_name("conversation_id", &query.conversation_id)?;
         let since = self.lowest_since(query);
         if query.limit == 0 || keys::no_id_between(since, query.before) {
-            return Ok(Ok(Page::default()));
+            return Ok(InMemory::Page(Page::default()));
         }
-        Ok(self
-            .recent
-            .answer(
+        Ok(
+            match self.recent.answer(
                 &query.conversation_id,
                 since,
                 query.before,
                 query.limit,
                 query.order,
-            )
-            .map_err(|ticket| (since, ticket)))
+            ) {
+                Ok(page) => InMemory::Page(page),
+                Err(ticket) => InMemory::Miss { since, ticket },
+            },
+        )
     }
 
     /// A query's `since` with retention's floor as one more lower bound: expired messages are
@@ -305,16 +312,16 @@ impl Store for RocksStore {
 
     fn query_in_memory(&self, query: &Query) -> Option<Result<Page, StoreError>> {
         match self.page_in_memory(query) {
-            Ok(Ok(page)) => Some(Ok(page)),
-            Ok(Err(_)) => None,
+            Ok(InMemory::Page(page)) => Some(Ok(page)),
+            Ok(InMemory::Miss { .. }) => None,
             Err(e) => Some(Err(e)),
         }
     }
 
     fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let (since, ticket) = match self.page_in_memory(query)? {
-            Ok(page) => return Ok(page),
-            Err(missed) => missed,
+            InMemory::Page(page) => return Ok(page),
+            InMemory::Miss { since, ticket } => (since, ticket),
         };
         let conversation = query.conversation_id.as_str();
         // A page without `before` that runs to the newest message, or holds every message
