@@ -583,7 +583,7 @@ async fn run_postgres(cli: &Cli) -> Result<(), String> {
     let own = match &cli.postgres_url {
         Some(_) => None,
         None => Some(
-            tokio::task::spawn_blocking(kalamdb_postgres::testing::TestPostgres::start)
+            tokio::task::spawn_blocking(kalamdb_postgres::testing::TestPostgres::start_durable)
                 .await
                 .map_err(|e| e.to_string())?,
         ),

@@ -2,7 +2,11 @@
 //! directory and `postgres` on a free loopback port, as the `postgres` user when the tests run
 //! as root (PostgreSQL refuses to run as root). Nothing relies on a system service.
 //!
-//! [`TestPostgres::start`] gives one that stops (by its PID) when dropped;
+//! [`TestPostgres::start`] gives one that stops (by its PID) when dropped, without `fsync`: the
+//! tests kill servers and connections, never the machine, and a server that waits on the disk
+//! for each commit makes them fail with the disk's stalls (a lease renewal more than 8 seconds
+//! late while many tests committed at once). [`TestPostgres::start_durable`] syncs every commit,
+//! for the benchmark's figures;
 //! [`TestPostgres::shared`] one per test process, which a watchdog stops once the process is
 //! gone. [`TestPostgres::fresh_store`] opens a [`PgStore`] on a schema no other test uses.
 
@@ -77,8 +81,18 @@ fn free_port() -> u16 {
 }
 
 impl TestPostgres {
-    /// Starts a server; panics, naming the fix, when PostgreSQL is not installed.
+    /// Starts a server without `fsync` (see the module docs); panics, naming the fix, when
+    /// PostgreSQL is not installed.
     pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// Starts a server that syncs its WAL at every commit, as a production one does.
+    pub fn start_durable() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(fsync: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("kalamdb-pg-")
             .tempdir()
@@ -113,7 +127,7 @@ impl TestPostgres {
         // process that started it is gone, however that process ends.
         let script = format!(
             "{launch} -D '{data}' -p {port} -h 127.0.0.1 -k '' -c max_connections=300 \
-             -c shared_buffers=64MB -c fsync=on > '{log}' 2>&1 & pid=$!; echo $pid; \
+             -c shared_buffers=64MB -c fsync={fsync} > '{log}' 2>&1 & pid=$!; echo $pid; \
              while kill -0 {parent} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.5; done; \
              pm=$(head -n 1 '{data}/postmaster.pid' 2>/dev/null); \
              [ -n \"$pm\" ] && kill -INT $pm 2>/dev/null; wait $pid; rm -rf '{dir}'",
@@ -123,6 +137,7 @@ impl TestPostgres {
                 format!("'{}'", postgres.display())
             },
             data = data.display(),
+            fsync = if fsync { "on" } else { "off" },
             log = log.display(),
             dir = dir.path().display(),
             parent = std::process::id(),
@@ -187,15 +202,26 @@ impl TestPostgres {
     }
 
     /// Options for a store on a schema of its own (`t<n>_<pid>`), so tests never see each
-    /// other's rows; short leases, so the lease tests run in seconds.
+    /// other's rows, with the server's default lease. A shorter one makes any test that
+    /// writes fail whenever the database or the machine stalls for a second: with a 3-second
+    /// lease, writes stop 2.4 seconds after the last renewal, and a loaded test run did stall
+    /// that long. The tests of expiry itself take [`TestPostgres::short_lease_options`].
     pub fn options(&self) -> PgOptions {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         PgOptions {
             schema: format!("t{n}_{}", std::process::id()),
             pool_size: 8,
-            lease_ttl: Duration::from_secs(3),
             ..PgOptions::new(&self.url)
+        }
+    }
+
+    /// [`TestPostgres::options`] with a 3-second lease, so the tests of a lease's expiry run in
+    /// seconds. For tests that write little, and nothing else at the same time.
+    pub fn short_lease_options(&self) -> PgOptions {
+        PgOptions {
+            lease_ttl: Duration::from_secs(3),
+            ..self.options()
         }
     }
 

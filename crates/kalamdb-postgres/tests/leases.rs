@@ -54,7 +54,7 @@ fn live_servers_hold_different_node_ids_and_stamp_them_into_their_ids() {
 #[test]
 fn a_server_whose_lease_is_taken_refuses_writes_but_still_reads() {
     let pg = TestPostgres::shared();
-    let options = pg.options();
+    let options = pg.short_lease_options();
     let store = PgStore::open(&options).unwrap();
     let id = store.insert(vec![message("c")]).unwrap()[0].msg_id;
     // What a server paused past its lease sees when it wakes: the row is someone else's.
@@ -94,7 +94,7 @@ fn a_server_whose_lease_is_taken_refuses_writes_but_still_reads() {
 #[test]
 fn a_dead_servers_lease_expires_and_its_node_id_is_taken_over() {
     let pg = TestPostgres::shared();
-    let options = pg.options();
+    let options = pg.short_lease_options();
     let dead = PgStore::open(&options).unwrap();
     let node = dead.node_id();
     // Dropped without close: no release, no more renewals, as after `kill -9`.

@@ -55,8 +55,15 @@ impl Drop for TestNats {
     }
 }
 
-/// A server's directory with the PostgreSQL store, the NATS bus and short leases.
-fn server_dir(pg: &TestPostgres, schema: &str, nats: Option<&TestNats>) -> ServerDir {
+/// A server's directory with the PostgreSQL store, the NATS bus and node-id leases of
+/// `lease_secs`. Short leases only where a test waits for one to expire: with 3 seconds, a
+/// server refuses writes when a renewal is 2.4 seconds late, which a loaded machine can make it.
+fn server_dir(
+    pg: &TestPostgres,
+    schema: &str,
+    nats: Option<&TestNats>,
+    lease_secs: u64,
+) -> ServerDir {
     let dir = ServerDir::new("");
     let live = match nats {
         Some(nats) => format!(
@@ -69,7 +76,7 @@ fn server_dir(pg: &TestPostgres, schema: &str, nats: Option<&TestNats>) -> Serve
         .unwrap()
         .replace("[storage]\n", "[storage]\nbackend = \"postgres\"\n")
         + &format!(
-            "\n[storage.postgres]\nurl = \"{}\"\nschema = \"{schema}\"\npool_size = 8\nlease_secs = 3\n\n{live}",
+            "\n[storage.postgres]\nurl = \"{}\"\nschema = \"{schema}\"\npool_size = 8\nlease_secs = {lease_secs}\n\n{live}",
             pg.url
         );
     std::fs::write(dir.config_path(), config).unwrap();
@@ -169,7 +176,7 @@ fn three_servers_share_one_database_and_miss_nothing() {
     let pg = TestPostgres::start();
     let nats = TestNats::start();
     let dirs: Vec<ServerDir> = (0..3)
-        .map(|_| server_dir(&pg, "three", Some(&nats)))
+        .map(|_| server_dir(&pg, "three", Some(&nats), 10))
         .collect();
     let servers: Vec<Server> = dirs.iter().map(ServerDir::start).collect();
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
@@ -298,8 +305,9 @@ fn three_servers_share_one_database_and_miss_nothing() {
 #[test]
 fn a_server_killed_mid_write_loses_nothing_and_its_node_id_is_taken_over() {
     let pg = TestPostgres::start();
-    let first = server_dir(&pg, "killed", None);
-    let second = server_dir(&pg, "killed", None);
+    // Short leases: the test waits for the killed server's to expire.
+    let first = server_dir(&pg, "killed", None, 3);
+    let second = server_dir(&pg, "killed", None, 3);
     let victim = first.start();
     let survivor = second.start();
     let victim_addr = victim.addr;
