@@ -2,7 +2,7 @@
 //!
 //! The figures are recorded through the [`metrics`] facade wherever they happen (the timing,
 //! auth, rate-limit and concurrency layers, [`crate::InsertMessage`], [`crate::StreamMessages`]); this endpoint adds the ones
-//! read on demand (the store's sizes, the process uptime) and renders the recorder that the
+//! read on demand (the store's sizes and its cache's figures, the process uptime) and renders the recorder that the
 //! server installed, with `metrics-exporter-prometheus`.
 //!
 //! | metric | kind | labels |
@@ -20,6 +20,12 @@
 //! | [`ROCKSDB_ESTIMATED_KEYS`] | gauge | `cf` |
 //! | [`ROCKSDB_LIVE_SST_BYTES`] | gauge | `cf` |
 //! | [`ROCKSDB_PENDING_COMPACTION_BYTES`] | gauge | `cf` |
+//! | [`RECENT_CACHE_HITS_TOTAL`] | counter | |
+//! | [`RECENT_CACHE_MISSES_TOTAL`] | counter | |
+//! | [`RECENT_CACHE_EVICTIONS_TOTAL`] | counter | |
+//! | [`RECENT_CACHE_ENTRIES`] | gauge | |
+//! | [`RECENT_CACHE_BYTES`] | gauge | |
+//! | [`RECENT_CACHE_CAPACITY_BYTES`] | gauge | |
 //! | [`PROCESS_UPTIME_SECONDS`] | gauge | |
 
 use std::time::Instant;
@@ -45,6 +51,18 @@ pub const ROCKSDB_ESTIMATED_KEYS: &str = "kalamdb_rocksdb_estimated_keys";
 pub const ROCKSDB_LIVE_SST_BYTES: &str = "kalamdb_rocksdb_live_sst_bytes";
 /// Bytes compaction still has to rewrite in each column family.
 pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "kalamdb_rocksdb_pending_compaction_bytes";
+/// Queries the recent cache (`storage.recent_cache_mb`) answered from memory.
+pub const RECENT_CACHE_HITS_TOTAL: &str = "kalamdb_recent_cache_hits_total";
+/// Queries the recent cache could not answer, read from RocksDB instead.
+pub const RECENT_CACHE_MISSES_TOTAL: &str = "kalamdb_recent_cache_misses_total";
+/// Conversations the recent cache dropped to stay within its budget.
+pub const RECENT_CACHE_EVICTIONS_TOTAL: &str = "kalamdb_recent_cache_evictions_total";
+/// Conversations the recent cache holds.
+pub const RECENT_CACHE_ENTRIES: &str = "kalamdb_recent_cache_entries";
+/// Bytes the recent cache holds, as its budget counts them.
+pub const RECENT_CACHE_BYTES: &str = "kalamdb_recent_cache_bytes";
+/// The recent cache's budget in bytes: `storage.recent_cache_mb`.
+pub const RECENT_CACHE_CAPACITY_BYTES: &str = "kalamdb_recent_cache_capacity_bytes";
 /// Seconds since the server started.
 pub const PROCESS_UPTIME_SECONDS: &str = "kalamdb_process_uptime_seconds";
 
@@ -93,6 +111,15 @@ impl Metrics {
             }
             // The other figures are still worth a scrape; the storage ones keep their last value.
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the store's figures"),
+        }
+        // Counted by the store as it goes; published here as they stand.
+        if let Some(cache) = self.store.cache_stats() {
+            metrics::counter!(RECENT_CACHE_HITS_TOTAL).absolute(cache.hits);
+            metrics::counter!(RECENT_CACHE_MISSES_TOTAL).absolute(cache.misses);
+            metrics::counter!(RECENT_CACHE_EVICTIONS_TOTAL).absolute(cache.evictions);
+            metrics::gauge!(RECENT_CACHE_ENTRIES).set(cache.entries as f64);
+            metrics::gauge!(RECENT_CACHE_BYTES).set(cache.bytes as f64);
+            metrics::gauge!(RECENT_CACHE_CAPACITY_BYTES).set(cache.capacity_bytes as f64);
         }
         metrics::gauge!(PROCESS_UPTIME_SECONDS).set(self.started.elapsed().as_secs_f64());
         let mut response = Response::new(full(self.prometheus.render()));

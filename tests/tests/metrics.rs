@@ -18,7 +18,7 @@ fn from(peer: &str, request: Request<Full<Bytes>>) -> Request<MixedBody> {
 }
 
 #[tokio::test]
-async fn metrics_publish_requests_refusals_inserts_storage_and_uptime() {
+async fn metrics_publish_requests_refusals_inserts_storage_the_cache_and_uptime() {
     let mut config = Config::default();
     config.middleware.rate_limit.enabled = true;
     config.middleware.rate_limit.requests_per_second = 1;
@@ -41,6 +41,17 @@ async fn metrics_publish_requests_refusals_inserts_storage_and_uptime() {
     }
     let answer = send(from("10.0.0.1", get("/api/v1/messages/12345"))).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
+
+    // The latest page twice: read from RocksDB, then from the recent cache.
+    for _ in 0..2 {
+        let query = json!({"conversation_id": "c", "limit": 2, "order": "desc"});
+        let answer = send(from(
+            "10.0.0.6",
+            post_json("/api/v1/query", query.to_string()),
+        ))
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
 
     // One request holds the only slot; another is shed.
     let held = tokio::spawn(app.clone().oneshot(stalled_insert("10.0.0.2")));
@@ -113,5 +124,14 @@ async fn metrics_publish_requests_refusals_inserts_storage_and_uptime() {
         }
     }
     assert!(value("kalamdb_rocksdb_estimated_keys", &["cf=\"messages\""]) >= 3.0);
+    assert_eq!(value("kalamdb_recent_cache_misses_total", &[]), 1.0);
+    assert_eq!(value("kalamdb_recent_cache_hits_total", &[]), 1.0);
+    assert_eq!(value("kalamdb_recent_cache_evictions_total", &[]), 0.0);
+    assert_eq!(value("kalamdb_recent_cache_entries", &[]), 1.0);
+    assert!(value("kalamdb_recent_cache_bytes", &[]) > 0.0);
+    assert_eq!(
+        value("kalamdb_recent_cache_capacity_bytes", &[]),
+        (32u64 << 20) as f64
+    );
     assert!(value("kalamdb_process_uptime_seconds", &[]) >= 0.0);
 }

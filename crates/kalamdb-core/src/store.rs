@@ -253,8 +253,36 @@ pub trait Store: Send + Sync + 'static {
     /// Size figures for the metrics endpoint, one entry per column family (or other part).
     fn stats(&self) -> Result<Vec<PartStats>, StoreError>;
 
+    /// The figures of the store's cache of pages in memory (the one
+    /// [`Store::query_in_memory`] answers from), for the metrics endpoint; `None` (the
+    /// default) for a store without one. Cheap: it is read on the request's task.
+    fn cache_stats(&self) -> Option<CacheStats> {
+        None
+    }
+
     /// Flushes, then refuses further operations with [`StoreError::Closed`].
     fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Figures of a store's cache of pages in memory (the RocksDB store's recent cache), as the
+/// metrics publish them: enough to tell whether its budget is too small for the conversations
+/// being read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Queries answered from memory since the store opened.
+    pub hits: u64,
+    /// Queries the cache could not answer, read from the store's files instead.
+    pub misses: u64,
+    /// Conversations dropped from the cache to stay within its budget (not those dropped
+    /// because they were edited or deleted).
+    pub evictions: u64,
+    /// Conversations held now.
+    pub entries: u64,
+    /// Bytes held now, as the budget counts them: the messages' JSON and a fixed overhead for
+    /// each message and conversation.
+    pub bytes: u64,
+    /// The budget: the most bytes the cache holds; 0 when it is turned off.
+    pub capacity_bytes: u64,
 }
 
 /// What [`Store::insert_ordered`] committed.

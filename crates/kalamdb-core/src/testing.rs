@@ -22,7 +22,7 @@ use crate::conversation::{
 use crate::id::{IdGenerator, MessageId};
 use crate::message::{Inserted, Message, MessagePatch, PreparedMessage, StoredMessage};
 use crate::query::{Order, Page, Query};
-use crate::store::{IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};
+use crate::store::{CacheStats, IdempotencyKey, IdempotencyRecord, PartStats, Store, StoreError};
 
 /// The whole [`Store`] contract in memory.
 #[derive(Debug)]
@@ -735,6 +735,10 @@ impl Store for Faulty {
 
     fn stats(&self) -> Result<Vec<PartStats>, StoreError> {
         self.inner.stats()
+    }
+
+    fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache_stats()
     }
 
     fn close(&self) -> Result<(), StoreError> {

@@ -31,12 +31,19 @@
 //! entries not read since the clock hand last passed them (CLOCK, an approximation of least
 //! recently used that needs no list to maintain on a read).
 //!
+//! # Figures
+//!
+//! Hits and evictions are counted in their shard, under the lock the read or write holds
+//! anyway; misses in one atomic, as a miss goes on to read RocksDB, which costs a hundred times
+//! more. [`Recent::stats`] sums them for `/metrics` (`CacheStats`).
+//!
 //! [`Store::query_in_memory`]: kalamdb_core::Store::query_in_memory
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use kalamdb_core::{Inserted, MessageId, Order, Page, PreparedMessage, StoredMessage};
+use kalamdb_core::{CacheStats, Inserted, MessageId, Order, Page, PreparedMessage, StoredMessage};
 
 /// How many shards (each its own lock) the cache is split into.
 pub(crate) const SHARDS: usize = 16;
@@ -53,6 +60,8 @@ pub(crate) struct Recent {
     shard_budget: usize,
     /// The most messages an entry keeps.
     per_conversation: usize,
+    /// Queries read from RocksDB because no entry could answer them ([`Recent::missed`]).
+    misses: AtomicU64,
 }
 
 /// Where a read stood before it read RocksDB: what [`Recent::fill`] checks.
@@ -72,6 +81,10 @@ struct Shard {
     /// The clock hand: the next slot eviction looks at.
     hand: usize,
     bytes: usize,
+    /// Pages answered from this shard's entries.
+    hits: u64,
+    /// Entries evicted for the budget.
+    evictions: u64,
 }
 
 struct Slot {
@@ -119,6 +132,7 @@ impl Recent {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             shard_budget: budget / SHARDS,
             per_conversation: per_conversation.max(1),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -169,6 +183,7 @@ impl Recent {
         match page_from(&entry.tail, since, before, limit, order) {
             Some(page) => {
                 entry.referenced = true;
+                shard.hits += 1;
                 Ok(page)
             }
             None => Err(ticket),
@@ -306,6 +321,32 @@ impl Recent {
         }
     }
 
+    /// Counts a query that no entry could answer and that was read from RocksDB instead. Not
+    /// [`Recent::answer`]'s to count: a query the handle first asks on the request's task
+    /// (and is refused) is asked again on a reader thread, where it may be answered after all.
+    pub(crate) fn missed(&self) {
+        if self.enabled() {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The figures since the cache was made, and what it holds now.
+    pub(crate) fn stats(&self) -> CacheStats {
+        let mut stats = CacheStats {
+            misses: self.misses.load(Ordering::Relaxed),
+            capacity_bytes: (self.shard_budget * SHARDS) as u64,
+            ..CacheStats::default()
+        };
+        for i in 0..SHARDS {
+            let shard = self.lock(i);
+            stats.hits += shard.hits;
+            stats.evictions += shard.evictions;
+            stats.entries += shard.index.len() as u64;
+            stats.bytes += shard.bytes as u64;
+        }
+        stats
+    }
+
     /// Evicts entries not read lately until the shard is within its budget.
     fn evict(&self, shard: &mut Shard) {
         while shard.bytes > self.shard_budget && !shard.index.is_empty() {
@@ -322,6 +363,7 @@ impl Recent {
                 shard.index.remove(&key);
             }
             remove_slot(shard, at);
+            shard.evictions += 1;
         }
     }
 
@@ -520,11 +562,53 @@ mod tests {
     }
 
     #[test]
+    fn the_figures_count_hits_misses_evictions_and_what_is_held() {
+        let recent = Recent::new(16 * 1024, 10);
+        assert_eq!(
+            recent.stats(),
+            CacheStats {
+                capacity_bytes: 16 * 1024,
+                ..CacheStats::default()
+            }
+        );
+        // Refused answers are not misses: the store counts a miss when it reads RocksDB.
+        let ticket = recent.answer("c", None, None, 2, Order::Desc).unwrap_err();
+        recent.missed();
+        recent.fill(ticket, "c", &[stored(1), stored(2)], false, true);
+        recent.answer("c", None, None, 2, Order::Desc).unwrap();
+        recent.answer("c", None, None, 1, Order::Asc).unwrap();
+        let stats = recent.stats();
+        assert_eq!((stats.hits, stats.misses, stats.evictions), (2, 1, 0));
+        assert_eq!(stats.entries, 1);
+        assert_eq!(stats.bytes as usize, recent.held().1);
+
+        // Dropped for a write: gone, but not an eviction.
+        recent.forget("c");
+        let stats = recent.stats();
+        assert_eq!((stats.entries, stats.bytes, stats.evictions), (0, 0, 0));
+
+        // 200 conversations in 1 KiB a shard: most are evicted, and each eviction counts.
+        for n in 0..200 {
+            let name = format!("conversation-{n}");
+            let ticket = recent
+                .answer(&name, None, None, 2, Order::Desc)
+                .unwrap_err();
+            recent.fill(ticket, &name, &[stored(1), stored(2)], false, true);
+        }
+        let stats = recent.stats();
+        assert!(stats.bytes <= 16 * 1024 && stats.entries > 0, "{stats:?}");
+        assert_eq!(stats.entries + stats.evictions, 200, "{stats:?}");
+        assert_eq!(stats.hits, 2);
+    }
+
+    #[test]
     fn a_zero_budget_keeps_nothing() {
         let recent = Recent::new(0, 100);
         let ticket = recent.answer("c", None, None, 2, Order::Desc).unwrap_err();
         recent.fill(ticket, "c", &[stored(20)], false, true);
         assert!(recent.answer("c", None, None, 2, Order::Desc).is_err());
         assert_eq!(recent.held(), (0, 0));
+        recent.missed();
+        assert_eq!(recent.stats(), CacheStats::default());
     }
 }

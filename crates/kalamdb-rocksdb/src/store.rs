@@ -2,9 +2,9 @@
 
 use kalamdb_core::message::validate_name;
 use kalamdb_core::{
-    Conversation, ConversationPage, ConversationPatch, ConversationQuery, IdempotencyKey,
-    IdempotencyRecord, Inserted, MessageId, MessagePatch, NewConversation, Order, Page, PartStats,
-    PreparedMessage, Query, Store, StoreError, StoredMessage,
+    CacheStats, Conversation, ConversationPage, ConversationPatch, ConversationQuery,
+    IdempotencyKey, IdempotencyRecord, Inserted, MessageId, MessagePatch, NewConversation, Order,
+    Page, PartStats, PreparedMessage, Query, Store, StoreError, StoredMessage,
 };
 use rocksdb::{ColumnFamily, ErrorKind, FlushOptions, ReadOptions, WriteBatch};
 
@@ -323,6 +323,7 @@ impl Store for RocksStore {
             InMemory::Page(page) => return Ok(page),
             InMemory::Miss { since, ticket } => (since, ticket),
         };
+        self.recent.missed();
         let conversation = query.conversation_id.as_str();
         // A page without `before` that runs to the newest message, or holds every message
         // after `since`, is a suffix of the conversation: what the recent cache keeps. The
@@ -467,6 +468,10 @@ impl Store for RocksStore {
                 })
             })
             .collect()
+    }
+
+    fn cache_stats(&self) -> Option<CacheStats> {
+        Some(self.recent.stats())
     }
 
     fn close(&self) -> Result<(), StoreError> {

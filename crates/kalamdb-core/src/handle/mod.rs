@@ -54,7 +54,7 @@ use crate::id::MessageId;
 use crate::live::{Change, Hub, Subscription};
 use crate::message::{Inserted, MessagePatch, NewMessage, PreparedMessage, StoredMessage};
 use crate::query::{Page, Query};
-use crate::store::{IdempotencyKey, PartStats, Store, StoreError};
+use crate::store::{CacheStats, IdempotencyKey, PartStats, Store, StoreError};
 
 mod ordered;
 mod readers;
@@ -453,6 +453,12 @@ impl StoreHandle {
     /// The store's size figures, for the metrics endpoint.
     pub async fn stats(&self) -> Result<Vec<PartStats>, StoreError> {
         self.on_reader(|store| store.stats()).await
+    }
+
+    /// The figures of the store's cache of pages in memory, for the metrics endpoint; `None`
+    /// for a store without one. Read on the caller's task: a few uncontended locks.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.shared.store.cache_stats()
     }
 
     /// Probes the storage medium.
