@@ -15,7 +15,7 @@
 //!   [`Conversation`], and the listing by activity with its [`ListCursor`].
 //! - [`query`]: [`Query`] and [`Page`], a conversation's history read a page at a time.
 //! - [`store`]: the blocking [`Store`] trait that backends implement, [`StoreError`], and the
-//!   the [`PartStats`] size figures and [`CacheStats`] cache figures the metrics publish.
+//!   [`PartStats`] size figures and [`CacheStats`] cache figures the metrics publish.
 //! - [`strict_json`]: metadata read strictly: no duplicate keys, bounded nesting; whole numbers
 //!   as JSON Schema reads them (`50.0` too).
 //! - [`handle`]: [`StoreHandle`], the cloneable async facade endpoints hold (`handle/mod.rs`);
