@@ -1,9 +1,10 @@
 //! `GET /metrics`: every figure the server records, in the Prometheus text format.
 //!
 //! The figures are recorded through the [`metrics`] facade wherever they happen (the timing,
-//! auth, rate-limit and concurrency layers, [`crate::InsertMessage`], [`crate::StreamMessages`]); this endpoint adds the ones
-//! read on demand (the store's sizes and its cache's figures, the process uptime) and renders the recorder that the
-//! server installed, with `metrics-exporter-prometheus`.
+//! auth, rate-limit and concurrency layers, [`crate::InsertMessage`],
+//! [`crate::StreamMessages`]); this endpoint adds the ones read on demand (the store's sizes
+//! and its cache's figures, the process uptime) and renders the recorder that the server
+//! installed, with `metrics-exporter-prometheus`.
 //!
 //! | metric | kind | labels |
 //! | --- | --- | --- |

@@ -4,7 +4,8 @@
 //! this same client, over as many connections.
 //!
 //! The database is `--postgres-url`, or one this benchmark starts on loopback (the tests'
-//! `TestPostgres`, syncing every commit: `start_durable`). Each run gets a schema of its own, so runs never see each other's rows.
+//! `TestPostgres`, syncing every commit: `start_durable`). Each run gets a schema of its own,
+//! so runs never see each other's rows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
