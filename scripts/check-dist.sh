@@ -37,6 +37,10 @@ check "function symbols are kept for profilers" \
 # Debug info is what made the binary ~480 MB; none of it should ship.
 check "no DWARF debug info ships" \
     bash -c "! readelf -S '$binary' | grep -q '\.debug_info'"
+# Test-only code must not ride along through cargo's feature unification: tokio's `test-util`
+# (paused clocks) makes every clock read of its time driver take a mutex.
+check "no test-only tokio clock ships" \
+    bash -c "! nm -C --defined-only '$binary' | grep -q 'tokio::time::clock::Clock::pause'"
 
 echo "check-dist: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
