@@ -29,9 +29,12 @@ where
         let id = match request.headers().get(&HEADER) {
             Some(value) if self.trust_incoming && is_acceptable(value) => value.clone(),
             _ => {
-                let id = uuid::Uuid::new_v4().hyphenated().to_string();
+                // Formatted on the stack and copied once, not through `fmt` into a growing
+                // `String` that the header value then wraps in a second allocation.
+                let mut buffer = uuid::Uuid::encode_buffer();
+                let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
                 // A hyphenated UUID is always a valid header value.
-                let value = HeaderValue::try_from(id).expect("a UUID is visible ASCII");
+                let value = HeaderValue::from_str(id).expect("a UUID is visible ASCII");
                 request.headers_mut().insert(HEADER, value.clone());
                 value
             }
