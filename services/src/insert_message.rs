@@ -68,9 +68,13 @@ impl InsertMessage {
 /// The header retries carry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// [`IDEMPOTENCY_KEY`] as a name: looking a header up by a `&str` parses the name first, on
+/// every insert.
+const IDEMPOTENCY_KEY_NAME: http::HeaderName = http::HeaderName::from_static(IDEMPOTENCY_KEY);
+
 /// The request's `Idempotency-Key`, if it sent one; a malformed one is a 400.
 fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY_NAME) else {
         return Ok(None);
     };
     let bytes = value.as_bytes();
