@@ -22,9 +22,10 @@ impl Inserted {
         out.push(b'}');
     }
 
-    /// Roughly how many bytes [`Inserted::write_json`] appends, to size a buffer.
+    /// How many bytes [`Inserted::write_json`] appends at most when the conversation id needs no
+    /// escapes, to size a buffer: 47 of punctuation and names, up to 20 digits for each number.
     pub fn approximate_json_len(&self) -> usize {
-        72 + self.conversation_id.len()
+        87 + self.conversation_id.len()
     }
 }
 
@@ -256,6 +257,24 @@ mod tests {
             prop_assert_eq!(&out, &serde_json::to_vec(&inserted).unwrap());
             prop_assert_eq!(serde_json::from_slice::<Inserted>(&out).unwrap(), inserted);
         }
+    }
+
+    #[test]
+    fn an_answer_fits_the_buffer_sized_for_it_without_growing() {
+        let inserted = Inserted {
+            msg_id: MessageId::from_u64(u64::MAX),
+            conversation_id: "room-42".into(),
+            timestamp: u64::MAX,
+        };
+        let mut out = Vec::with_capacity(inserted.approximate_json_len());
+        let capacity = out.capacity();
+        inserted.write_json(&mut out);
+        assert_eq!(
+            out.len(),
+            inserted.approximate_json_len(),
+            "the largest numbers"
+        );
+        assert_eq!(out.capacity(), capacity, "the buffer grew");
     }
 
     #[test]
