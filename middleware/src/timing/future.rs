@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderValue, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -88,19 +87,29 @@ pub(super) fn status_label(status: StatusCode) -> String {
     status.as_str().to_owned()
 }
 
-/// `app;dur=<milliseconds, 3 decimals>`, written with integer arithmetic: formatting the float
-/// cost more than the rest of the layer together.
+/// `app;dur=<milliseconds, 3 decimals>`, written with integer arithmetic (formatting the float
+/// cost more than the rest of the layer together) into a buffer on the stack, then copied once
+/// into the header value.
 pub(super) fn server_timing(elapsed: Duration) -> HeaderValue {
     let micros = elapsed.as_micros();
     let (ms, frac) = (micros / 1000, micros % 1000);
-    let mut value = Vec::with_capacity(32);
-    value.extend_from_slice(b"app;dur=");
-    value.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes());
-    value.push(b'.');
-    value.extend_from_slice(&[
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
-    HeaderValue::from_maybe_shared(Bytes::from(value)).expect("digits and ASCII letters")
+    let mut digits = itoa::Buffer::new();
+    let ms = digits.format(ms).as_bytes();
+    // "app;dur=", at most 39 digits of a u128, '.', three more digits.
+    let mut value = [0u8; 51];
+    let mut len = 0;
+    for part in [
+        b"app;dur=".as_slice(),
+        ms,
+        &[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ],
+    ] {
+        value[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
+    HeaderValue::from_bytes(&value[..len]).expect("digits and ASCII letters")
 }

@@ -143,6 +143,7 @@ fn the_duration_is_written_in_milliseconds_to_the_microsecond() {
         (Duration::from_micros(1_070), "app;dur=1.070"),
         (Duration::from_micros(1_234_567), "app;dur=1234.567"),
         (Duration::from_secs(86_400), "app;dur=86400000.000"),
+        (Duration::MAX, "app;dur=18446744073709551615999.999"),
     ] {
         assert_eq!(server_timing(elapsed), expected, "{elapsed:?}");
     }
