@@ -8,7 +8,7 @@
 //! path parameters are percent-decoded once, into [`PathParams`].
 
 use std::convert::Infallible;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
@@ -235,13 +235,17 @@ fn escapes_well_formed(raw: &str) -> bool {
 /// too, and it calls a clone of the endpoint per request.
 #[derive(Debug, Clone)]
 pub struct Router {
-    endpoints: Endpoints,
+    /// Shared: hyper clones the whole service stack for every request, and a clone of every
+    /// endpoint was a reference count taken and dropped per endpoint.
+    endpoints: Arc<Endpoints>,
 }
 
 impl Router {
     /// A router over `endpoints`.
     pub fn new(endpoints: Endpoints) -> Self {
-        Self { endpoints }
+        Self {
+            endpoints: Arc::new(endpoints),
+        }
     }
 }
 
