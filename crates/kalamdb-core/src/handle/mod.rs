@@ -3,10 +3,9 @@
 //! - `mod.rs` (this file): the facade endpoints hold; every method here sends work to one of
 //!   the two below and awaits its answer.
 //! - `writer.rs`: the group-commit writer. Inserts do not call the store from the request's
-//!   task. They queue to one writer thread, which, woken by the first, yields its core once so
-//!   that the thread that woke it can queue more, then takes every insert waiting at that moment
-//!   and stores them with a single `Store::insert_with_keys` call: one atomic write and one WAL
-//!   sync for the whole group. Each request still waits until its own messages are durable. Because
+//!   task. They queue to one writer thread, which takes every insert waiting at that moment and
+//!   stores them with a single `Store::insert_with_keys` call: one atomic write and one WAL sync
+//!   for the whole group. Each request still waits until its own messages are durable. Because
 //!   that one thread is the store's only writer, the order it commits in is the order the store
 //!   mints ids in, and a message never becomes visible before one with a smaller id (the
 //!   [`Store`] contract). Each request encodes its own messages first ([`PreparedMessage`]), so

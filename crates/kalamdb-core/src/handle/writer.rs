@@ -89,14 +89,6 @@ fn run_writer(store: &dyn Store, hub: &Hub, mut rx: mpsc::Receiver<Job>) {
         let Some(first) = rx.blocking_recv() else {
             return; // Every handle is gone.
         };
-        // Let the thread this insert woke us from finish its turn before gathering. On a
-        // busy core the writer is woken by the first request a worker queues and would
-        // otherwise commit it alone, a RocksDB write and two context switches per request;
-        // after yielding it finds what the worker queued meanwhile (2026-12-02: groups of
-        // about one became about a hundred at 64 connections without fsync, twice the
-        // requests a second; with fsync, groups twice as large). With nothing else runnable
-        // the yield returns at once.
-        thread::yield_now();
         let mut group = Vec::new();
         let mut total = 0;
         let mut next = Some(first);
