@@ -137,6 +137,15 @@ pub trait Store: Send + Sync + 'static {
         keys: &[(usize, IdempotencyKey)],
     ) -> Result<Vec<Inserted>, StoreError>;
 
+    /// Whether a write returns only once it is on disk (an fsync). The writer thread schedules
+    /// itself by it (`handle/writer.rs`): a write that waits for the disk is better started at
+    /// once, so the disk works while the workers read the next requests; one that does not is
+    /// better left to gather what the workers are queueing. `true` (the default) unless the
+    /// store is configured to answer before its writes reach the disk.
+    fn syncs_writes(&self) -> bool {
+        true
+    }
+
     /// Whether the store orders concurrent inserts itself, per conversation (lock, then mint:
     /// `../shared/DESIGN.md` §7). The handle then calls [`Store::insert_ordered`] for each
     /// request, many at once, instead of grouping every insert through its one writer thread.

@@ -470,6 +470,11 @@ impl Store for MemStore {
         Ok(true)
     }
 
+    /// Nothing here reaches a disk.
+    fn syncs_writes(&self) -> bool {
+        false
+    }
+
     fn health_check(&self) -> Result<(), StoreError> {
         self.open()
     }
@@ -630,6 +635,10 @@ impl Store for Faulty {
 
     fn orders_writes(&self) -> bool {
         self.orders_writes.load(Ordering::SeqCst)
+    }
+
+    fn syncs_writes(&self) -> bool {
+        self.inner.syncs_writes()
     }
 
     fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {

@@ -416,6 +416,10 @@ impl Store for RocksStore {
         self.delete_conversation_record(conversation_id)
     }
 
+    fn syncs_writes(&self) -> bool {
+        self.sync_writes
+    }
+
     fn health_check(&self) -> Result<(), StoreError> {
         self.ensure_open()?;
         let meta = self.cf(CF_META);
