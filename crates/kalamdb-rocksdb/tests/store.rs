@@ -26,6 +26,21 @@ fn open(dir: &std::path::Path) -> RocksStore {
 }
 
 #[test]
+fn the_store_says_whether_its_writes_wait_for_the_disk() {
+    // The handle's writer thread schedules itself by this (`Store::syncs_writes`).
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        open(dir.path()).syncs_writes(),
+        "sync_writes is on by default"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path().join("db"));
+    options.sync_writes = false;
+    let store = RocksStore::open(&options).expect("open");
+    assert!(!store.syncs_writes());
+}
+
+#[test]
 fn a_message_reads_back_as_inserted() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
