@@ -5,16 +5,15 @@
 //! - `writer.rs`: the group-commit writer. Inserts do not call the store from the request's
 //!   task. They queue to one writer thread, which takes every insert waiting at that moment and
 //!   stores them with a single `Store::insert_with_keys` call: one atomic write and one WAL sync
-//!   for the whole group. For a store that does not sync its writes it is, on Linux, a
-//!   `SCHED_BATCH` thread, so that on a core it shares with a worker it does not take the core
-//!   the moment the worker queues an insert, but finds that worker's inserts waiting together.
-//!   Each request still waits until its own messages are durable. Because
+//!   for the whole group. Each request still waits until its own messages are durable. Because
 //!   that one thread is the store's only writer, the order it commits in is the order the store
 //!   mints ids in, and a message never becomes visible before one with a smaller id (the
 //!   [`Store`] contract). Each request encodes its own messages first ([`PreparedMessage`]), so
 //!   the writer only splices ids in. After a group commits, the writer publishes its messages to
 //!   the conversations' live subscribers ([`crate::live`]); it is the only publisher, so
-//!   subscribers see commit order.
+//!   subscribers see commit order. For a store that does not sync its writes the writer is, on
+//!   Linux, a `SCHED_BATCH` thread: on a core it shares with a worker it does not take the core
+//!   the moment the worker queues an insert, but finds that worker's inserts waiting together.
 //! - `ordered.rs`: the insert path of a store that [orders its own writes](Store::orders_writes)
 //!   (the PostgreSQL store of `../shared/DESIGN.md` §7, several servers on one database): each
 //!   request is its own store call on tokio's blocking pool, many at once, and its messages go
