@@ -20,7 +20,8 @@
 //! # Config keys it serves
 //!
 //! `storage.rocksdb_path`, `storage.sync_writes`, `storage.compression`,
-//! `storage.erase_within_secs`, `storage.recent_cache_mb`, `retention.max_age_secs` and `server.node_id`, through
+//! `storage.erase_within_secs`, `storage.recent_cache_mb`, `storage.max_wal_mb`,
+//! `retention.max_age_secs` and `server.node_id`, through
 //! [`StoreOptions`].
 //!
 //! # Writes

@@ -74,6 +74,7 @@ impl RocksStore {
         db_options.set_recycle_log_file_num(0);
         db_options.set_wal_ttl_seconds(0);
         db_options.set_wal_size_limit_mb(0);
+        db_options.set_max_total_wal_size(options.max_wal_bytes);
         db_options.increase_parallelism(
             std::thread::available_parallelism().map_or(2, |n| n.get()) as i32,
         );

@@ -61,10 +61,21 @@ pub struct StoreOptions {
     /// The most messages the recent cache keeps of one conversation: pages of up to one less
     /// than this are answered from it.
     pub recent_per_conversation: usize,
+    /// The most bytes of write-ahead log kept (`storage.max_wal_mb`). Past it, RocksDB flushes
+    /// the column families whose unflushed writes hold the oldest log, so that the log can go.
+    /// Recovery after a crash replays the whole live log: this bounds that time and the disk
+    /// the log takes.
+    pub max_wal_bytes: u64,
 }
 
 /// `StoreOptions::recent_cache_bytes` by default: 32 MiB.
 const DEFAULT_RECENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// `StoreOptions::max_wal_bytes` by default: 512 MiB, some eight times the `messages`
+/// column family's write buffer, so that it is the small column families a full log flushes.
+/// Unset, RocksDB allows four times all column families' write buffers: 4 GiB for the store's
+/// seven and RocksDB's own `default`.
+const DEFAULT_MAX_WAL_BYTES: u64 = 512 * 1024 * 1024;
 
 /// `StoreOptions::recent_per_conversation` by default: twice the default page of 50, and one
 /// more to tell whether there is more.
@@ -83,6 +94,7 @@ impl StoreOptions {
             retention: None,
             recent_cache_bytes: DEFAULT_RECENT_CACHE_BYTES,
             recent_per_conversation: DEFAULT_RECENT_PER_CONVERSATION,
+            max_wal_bytes: DEFAULT_MAX_WAL_BYTES,
         }
     }
 }

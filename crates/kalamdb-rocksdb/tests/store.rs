@@ -437,3 +437,53 @@ fn messages_are_inserted_with_the_bucket_hint() {
     );
     assert!(index.contains("compression=kZSTD"), "{index}");
 }
+
+/// The bytes of the live write-ahead log files in `db`.
+fn wal_bytes(db: &std::path::Path) -> u64 {
+    std::fs::read_dir(db)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "log"))
+        .map(|entry| entry.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn the_write_ahead_log_stays_within_its_bound_and_loses_nothing() {
+    // 40 MB of messages fit in one write buffer of `messages` (64 MiB), so unbounded, nothing
+    // would be flushed and the whole 40 MB would stay in the log until the next restart.
+    const BOUND: u64 = 8 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        sync_writes: false,
+        max_wal_bytes: BOUND,
+        ..StoreOptions::new(dir.path().join("db"))
+    };
+    let content = "w".repeat(4000);
+    let (first, last) = {
+        let store = RocksStore::open(&options).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            let batch = (0..100).map(|_| new_message("c", &content)).collect();
+            ids.extend(store.insert(batch).unwrap().into_iter().map(|m| m.msg_id));
+        }
+        // The flushes that let old log files go run in the background.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while wal_bytes(&options.path) > 2 * BOUND && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let held = wal_bytes(&options.path);
+        assert!(
+            held <= 2 * BOUND,
+            "{held} bytes of log for a bound of {BOUND}"
+        );
+        (ids[0], ids[ids.len() - 1])
+    };
+    let store = RocksStore::open(&options).unwrap();
+    let conversation = store.conversation("c").unwrap().unwrap();
+    assert_eq!(conversation.message_count, 10_000);
+    for id in [first, last] {
+        let message = store.get(id).unwrap().unwrap().decode().unwrap();
+        assert_eq!(message.content, content);
+    }
+}

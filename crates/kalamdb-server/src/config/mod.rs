@@ -141,6 +141,8 @@ impl Config {
             // The default page, another before it, and one more that says there is more: a
             // client scrolling back one page, or a poller a page behind, still reads memory.
             recent_per_conversation: 2 * self.limits.default_query_limit.get() + 1,
+            // Validated to at most 64 GiB.
+            max_wal_bytes: self.storage.max_wal_mb << 20,
         }
     }
 
@@ -411,6 +413,13 @@ mod tests {
     }
 
     #[test]
+    fn the_wal_bound_is_applied_in_bytes() {
+        assert_eq!(Config::default().store_options().max_wal_bytes, 512 << 20);
+        let config = parse("[storage]\nmax_wal_mb = 64\n").unwrap();
+        assert_eq!(config.store_options().max_wal_bytes, 64 << 20);
+    }
+
+    #[test]
     fn bad_values_are_named() {
         for (text, expected) in [
             ("[server]\nport = 0", "server.port"),
@@ -429,6 +438,9 @@ mod tests {
                 "storage.recent_cache_mb",
             ),
             ("[storage]\nrecent_cache_mb = -1", "storage.recent_cache_mb"),
+            ("[storage]\nmax_wal_mb = 15", "storage.max_wal_mb"),
+            ("[storage]\nmax_wal_mb = 65537", "storage.max_wal_mb"),
+            ("[storage]\nmax_wal_mb = -1", "storage.max_wal_mb"),
             (
                 "[storage]\nerase_within_secs = 86401",
                 "storage.erase_within_secs",

@@ -115,6 +115,9 @@ pub struct StorageConfig {
     /// a latest page or a catch-up since a recent message is answered from it without reading
     /// RocksDB. 0 turns it off. Default 32.
     pub recent_cache_mb: u64,
+    /// The most write-ahead log, in MiB, kept before RocksDB flushes the column families that
+    /// hold its oldest file, 16 to 65536. A restart after a crash replays all of it. Default 512.
+    pub max_wal_mb: u64,
     /// Where messages live: `rocksdb` (embedded, one server; the default) or `postgres` (a
     /// PostgreSQL-protocol database several servers share, `[storage.postgres]`).
     pub backend: BackendSetting,
@@ -264,6 +267,11 @@ pub fn nats_address(url: &str) -> Option<String> {
 /// The largest `storage.recent_cache_mb`: 64 GiB.
 pub(super) const MAX_RECENT_CACHE_MB: u64 = 65_536;
 
+/// The bounds of `storage.max_wal_mb`. At 16 MiB the messages' 64 MiB write buffer is already
+/// flushed at a quarter full, and less would only write smaller table files more often; 64 GiB
+/// is far past RocksDB's own default of 4 GiB here.
+const WAL_MB_RANGE: std::ops::RangeInclusive<u64> = 16..=65_536;
+
 /// The longest `storage.erase_within_secs`: a day.
 const MAX_ERASE_WITHIN_SECS: u64 = 86_400;
 
@@ -276,6 +284,7 @@ impl Default for StorageConfig {
             read_concurrency: 0,
             erase_within_secs: nonzero(60),
             recent_cache_mb: 32,
+            max_wal_mb: 512,
             backend: BackendSetting::Rocksdb,
             postgres: PostgresConfig::default(),
         }
@@ -336,6 +345,17 @@ impl StorageConfig {
                 format!(
                     "must be between 0 (off) and {MAX_RECENT_CACHE_MB}, got {}",
                     self.recent_cache_mb
+                ),
+            ));
+        }
+        if !WAL_MB_RANGE.contains(&self.max_wal_mb) {
+            return Err(InvalidSetting::new(
+                "storage.max_wal_mb",
+                format!(
+                    "must be between {} and {}, got {}",
+                    WAL_MB_RANGE.start(),
+                    WAL_MB_RANGE.end(),
+                    self.max_wal_mb
                 ),
             ));
         }
