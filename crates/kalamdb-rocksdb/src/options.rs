@@ -73,8 +73,7 @@ const DEFAULT_RECENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// `StoreOptions::max_wal_bytes` by default: 512 MiB, some eight times the `messages`
 /// column family's write buffer, so that it is the small column families a full log flushes.
-/// Unset, RocksDB allows four times all column families' write buffers: 4 GiB for the store's
-/// seven and RocksDB's own `default`.
+/// Unset, RocksDB allows four times all the column families' write buffers, some 6 GiB here.
 const DEFAULT_MAX_WAL_BYTES: u64 = 512 * 1024 * 1024;
 
 /// `StoreOptions::recent_per_conversation` by default: twice the default page of 50, and one
@@ -106,8 +105,8 @@ pub(crate) fn write_options(sync_writes: bool) -> WriteOptions {
     options
 }
 
-/// The options of the column family `name`: compression, the shared block cache, and for
-/// `messages` the memtable insert hint.
+/// The options of the column family `name`: compression, the shared block cache, three write
+/// buffers, and for `messages` the memtable insert hint.
 pub(crate) fn cf_options(
     name: &str,
     compression: Compression,
@@ -122,6 +121,11 @@ pub(crate) fn cf_options(
     let mut options = Options::default();
     options.set_compression_type(compression.rocksdb_type());
     options.set_block_based_table_factory(&table);
+    // A third write buffer. With RocksDB's two, writes stop whenever a column family's buffer
+    // fills (or the log's bound, `max_wal_bytes`, switches it) while the one before it is still
+    // being flushed: every few seconds under batches of 100, for up to 650 ms (the p999). The
+    // cost is one more buffer's memory while a flush lags (docs/BENCHMARKS.md).
+    options.set_max_write_buffer_number(3);
     if name == CF_MESSAGES || name == CF_ACTIVITY {
         // The crate has no setter for the hint's extractor; RocksDB's options string does. The
         // result is a copy of `options` with it set, sharing the table factory and its cache.
