@@ -71,8 +71,9 @@ pub struct StoreOptions {
 /// `StoreOptions::recent_cache_bytes` by default: 32 MiB.
 const DEFAULT_RECENT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-/// `StoreOptions::max_wal_bytes` by default: 512 MiB, some eight times the `messages`
-/// column family's write buffer, so that it is the small column families a full log flushes.
+/// `StoreOptions::max_wal_bytes` by default: 512 MiB, eight times the `messages` column
+/// family's write buffer, so that a full log flushes the column families that fill slowly (the
+/// index, records, listings), not `messages`, which flushes every 64 MiB on its own.
 /// Unset, RocksDB allows four times all the column families' write buffers, some 6 GiB here.
 const DEFAULT_MAX_WAL_BYTES: u64 = 512 * 1024 * 1024;
 

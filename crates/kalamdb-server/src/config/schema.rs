@@ -269,7 +269,7 @@ pub(super) const MAX_RECENT_CACHE_MB: u64 = 65_536;
 
 /// The bounds of `storage.max_wal_mb`. At 16 MiB the messages' 64 MiB write buffer is already
 /// flushed at a quarter full, and less would only write smaller table files more often; 64 GiB
-/// is far past RocksDB's own default of 4 GiB here.
+/// is far past what RocksDB allows unbounded, some 6 GiB here.
 const WAL_MB_RANGE: std::ops::RangeInclusive<u64> = 16..=65_536;
 
 /// The longest `storage.erase_within_secs`: a day.
