@@ -1,4 +1,5 @@
-//! Edits, deletes, retention, and the erasure that makes deleted bytes leave the files.
+//! Edits, deletes, retention, the erasure that makes deleted bytes leave the files, and the
+//! maintenance thread, which also keeps the log's bound for an idle store.
 //!
 //! # Deletes
 //!
@@ -32,6 +33,15 @@
 //! ([`RocksStore::floor`]): reads skip it at once (ids hold their time, so the floor is an id
 //! bound) and counts leave it out. The maintenance thread trims each conversation with such
 //! messages ([`RocksStore::expire_now`]), which erases them like any trim.
+//!
+//! # The log's bound
+//!
+//! RocksDB keeps `storage.max_wal_mb` by flushing when a write finds the log past it, so what
+//! is written while that flush runs stays in the log until a later write: a store that takes
+//! a burst and then nothing would keep more log than the bound, and replay all of it after a
+//! crash, for as long as it stays idle. The maintenance thread closes that gap: when a tick
+//! finds no write since the last one and the log past the bound, it flushes every column
+//! family ([`RocksStore::settle_log`]), which lets the old log files go.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -925,9 +935,31 @@ impl RocksStore {
         Ok(expired)
     }
 
-    /// Starts the maintenance thread: the retention sweep and the eraser, each on its own
-    /// schedule (module docs). It holds the store weakly and ends with [`Store::close`] or the
-    /// store's drop.
+    /// Flushes every column family when the store's write-ahead log files hold more than
+    /// `max_wal_bytes`, so that they can go: what the maintenance thread does for an idle store
+    /// (module docs). Whether it flushed.
+    pub fn settle_log(&self) -> Result<bool, StoreError> {
+        self.ensure_open()?;
+        let entries = std::fs::read_dir(&self.path).map_err(|e| {
+            StoreError::Unavailable(format!("reading {}: {e}", self.path.display()))
+        })?;
+        let held: u64 = entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|e| e == "log"))
+            // A file RocksDB deleted since the listing holds nothing.
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum();
+        if held <= self.max_wal_bytes {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// Starts the maintenance thread: the retention sweep, the eraser and the log's bound,
+    /// each on its own schedule (module docs). It holds the store weakly and ends with
+    /// [`Store::close`] or the store's drop.
     pub fn start_maintenance(self: &Arc<Self>) {
         let store = Arc::downgrade(self);
         let tick = self.eraser.tick();
@@ -971,6 +1003,8 @@ impl RocksStore {
 /// The maintenance thread's loop. It holds the store only while it works, so the store's
 /// last owner is never this thread while it waits.
 fn maintain(store: &Weak<RocksStore>, control: &Control, tick: Duration) {
+    // The store's sequence number at the last tick: unchanged, nothing was written since.
+    let mut last_sequence = None;
     loop {
         {
             let stop = control.stop.lock().unwrap_or_else(|p| p.into_inner());
@@ -995,5 +1029,14 @@ fn maintain(store: &Weak<RocksStore>, control: &Control, tick: Duration) {
                 Err(e) => tracing::warn!(error = %e, "erasing deleted data failed; retrying"),
             }
         }
+        // A store that is written to has RocksDB keep the bound at each write.
+        let sequence = store.db.latest_sequence_number();
+        if last_sequence == Some(sequence) {
+            match store.settle_log() {
+                Ok(_) | Err(StoreError::Closed) => {}
+                Err(e) => tracing::warn!(error = %e, "flushing to let old log files go failed"),
+            }
+        }
+        last_sequence = Some(sequence);
     }
 }

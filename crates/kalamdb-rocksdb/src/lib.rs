@@ -15,7 +15,8 @@
 //! - `recent.rs`: the newest messages of recently read conversations, in memory, which answer
 //!   the latest page and a poller's catch-up without RocksDB (`storage.recent_cache_mb`).
 //! - `erase.rs`: edits, deletes and trims, retention, and the erasure of deleted bytes from
-//!   the files within `storage.erase_within_secs`, with the maintenance thread that runs it.
+//!   the files within `storage.erase_within_secs`, with the maintenance thread that runs it
+//!   and also keeps `storage.max_wal_mb` for a store that takes no writes.
 //!
 //! # Config keys it serves
 //!
@@ -97,6 +98,9 @@ pub struct RocksStore {
     /// Conversation states the writer keeps between writes; locked only under `writer`.
     states: Mutex<conversations::StateCache>,
     sync_writes: bool,
+    /// `StoreOptions::max_wal_bytes`, which the maintenance thread also keeps while no write
+    /// comes (`erase.rs`).
+    max_wal_bytes: u64,
     /// Built once: each write made its own, a C++ allocation and two calls across the FFI.
     write_options: WriteOptions,
     idempotency_ttl_ms: u64,

@@ -138,6 +138,7 @@ impl RocksStore {
             writer: Mutex::new(ids),
             states: Mutex::default(),
             sync_writes: options.sync_writes,
+            max_wal_bytes: options.max_wal_bytes,
             write_options: write_options(options.sync_writes),
             idempotency_ttl_ms: u64::try_from(options.idempotency_ttl.as_millis())
                 .unwrap_or(u64::MAX),

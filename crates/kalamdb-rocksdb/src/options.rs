@@ -64,7 +64,9 @@ pub struct StoreOptions {
     /// The most bytes of write-ahead log kept (`storage.max_wal_mb`). Past it, RocksDB flushes
     /// the column families whose unflushed writes hold the oldest log, so that the log can go.
     /// Recovery after a crash replays the whole live log: this bounds that time and the disk
-    /// the log takes.
+    /// the log takes. RocksDB checks it as writes arrive; the maintenance thread
+    /// ([`RocksStore::start_maintenance`](crate::RocksStore::start_maintenance)) keeps it for
+    /// a store that takes no more.
     pub max_wal_bytes: u64,
 }
 

@@ -449,6 +449,58 @@ fn wal_bytes(db: &std::path::Path) -> u64 {
 }
 
 #[test]
+fn an_idle_store_lets_go_of_the_log_past_its_bound() {
+    const BOUND: u64 = 16 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        sync_writes: false,
+        max_wal_bytes: BOUND,
+        // The maintenance thread looks every eighth of this: 50 ms.
+        erase_within: std::time::Duration::from_millis(400),
+        ..StoreOptions::new(dir.path().join("db"))
+    };
+    let content = "i".repeat(4000);
+    let (first, last) = {
+        let store = std::sync::Arc::new(RocksStore::open(&options).unwrap());
+        assert!(
+            !store.settle_log().unwrap(),
+            "an empty log is within any bound"
+        );
+        // RocksDB checks the bound before each write, and the log was empty before this one:
+        // it leaves 30 MB in the log, and with no write after it RocksDB never flushes them.
+        let batch = (0..7500).map(|_| new_message("c", &content)).collect();
+        let ids: Vec<_> = store
+            .insert(batch)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.msg_id)
+            .collect();
+        assert!(wal_bytes(&options.path) > BOUND);
+        store.start_maintenance();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while wal_bytes(&options.path) > BOUND && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let held = wal_bytes(&options.path);
+        assert!(held <= BOUND, "{held} bytes of log for a bound of {BOUND}");
+        // As the server shuts down: the maintenance thread, which holds the store while it
+        // works, is stopped and waited for, so the reopen below finds the database closed.
+        store.close().unwrap();
+        (ids[0], ids[ids.len() - 1])
+    };
+    // What the flush took out of the log is in the table files.
+    let store = RocksStore::open(&options).unwrap();
+    assert_eq!(
+        store.conversation("c").unwrap().unwrap().message_count,
+        7500
+    );
+    for id in [first, last] {
+        let message = store.get(id).unwrap().unwrap().decode().unwrap();
+        assert_eq!(message.content, content);
+    }
+}
+
+#[test]
 fn the_write_ahead_log_stays_within_its_bound_and_loses_nothing() {
     // 40 MB of messages fit in one write buffer of `messages` (64 MiB), so unbounded, nothing
     // would be flushed and the whole 40 MB would stay in the log until the next restart.

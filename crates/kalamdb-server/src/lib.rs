@@ -64,8 +64,8 @@ pub enum OpenError {
 }
 
 /// Opens the store the configuration names and starts its writer and reader threads: the
-/// RocksDB store with its maintenance thread (the eraser, and retention when set), or the
-/// PostgreSQL store with the live bus `[live]` names.
+/// RocksDB store with its maintenance thread (the eraser, the log's bound while idle, and
+/// retention when set), or the PostgreSQL store with the live bus `[live]` names.
 pub async fn open_store(config: &Config) -> Result<StoreHandle, OpenError> {
     match config.storage.backend {
         BackendSetting::Rocksdb => {
