@@ -21,6 +21,7 @@
 //! | [`ROCKSDB_ESTIMATED_KEYS`] | gauge | `cf` |
 //! | [`ROCKSDB_LIVE_SST_BYTES`] | gauge | `cf` |
 //! | [`ROCKSDB_PENDING_COMPACTION_BYTES`] | gauge | `cf` |
+//! | [`ROCKSDB_WAL_BYTES`] | gauge | |
 //! | [`RECENT_CACHE_HITS_TOTAL`] | counter | |
 //! | [`RECENT_CACHE_MISSES_TOTAL`] | counter | |
 //! | [`RECENT_CACHE_EVICTIONS_TOTAL`] | counter | |
@@ -52,6 +53,9 @@ pub const ROCKSDB_ESTIMATED_KEYS: &str = "kalamdb_rocksdb_estimated_keys";
 pub const ROCKSDB_LIVE_SST_BYTES: &str = "kalamdb_rocksdb_live_sst_bytes";
 /// Bytes compaction still has to rewrite in each column family.
 pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "kalamdb_rocksdb_pending_compaction_bytes";
+/// Bytes of write-ahead log on disk, which a restart after a crash replays: what
+/// `storage.max_wal_mb` bounds.
+pub const ROCKSDB_WAL_BYTES: &str = "kalamdb_rocksdb_wal_bytes";
 /// Queries the recent cache (`storage.recent_cache_mb`) answered from memory.
 pub const RECENT_CACHE_HITS_TOTAL: &str = "kalamdb_recent_cache_hits_total";
 /// Queries the recent cache could not answer, read from RocksDB instead.
@@ -112,6 +116,11 @@ impl Metrics {
             }
             // The other figures are still worth a scrape; the storage ones keep their last value.
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the store's figures"),
+        }
+        match self.store.log_bytes().await {
+            Ok(Some(bytes)) => metrics::gauge!(ROCKSDB_WAL_BYTES).set(bytes as f64),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the log's size"),
         }
         // Counted by the store as it goes; published here as they stand.
         if let Some(cache) = self.store.cache_stats() {

@@ -124,6 +124,8 @@ async fn metrics_publish_requests_refusals_inserts_storage_the_cache_and_uptime(
         }
     }
     assert!(value("kalamdb_rocksdb_estimated_keys", &["cf=\"messages\""]) >= 3.0);
+    // The inserts above are in the log until a flush, which nothing has asked for.
+    assert!(value("kalamdb_rocksdb_wal_bytes", &[]) > 0.0);
     assert_eq!(value("kalamdb_recent_cache_misses_total", &[]), 1.0);
     assert_eq!(value("kalamdb_recent_cache_hits_total", &[]), 1.0);
     assert_eq!(value("kalamdb_recent_cache_evictions_total", &[]), 0.0);

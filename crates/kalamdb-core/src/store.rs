@@ -262,6 +262,12 @@ pub trait Store: Send + Sync + 'static {
     /// Size figures for the metrics endpoint, one entry per column family (or other part).
     fn stats(&self) -> Result<Vec<PartStats>, StoreError>;
 
+    /// Bytes of write-ahead log the store holds on disk, which a restart after a crash replays,
+    /// for the metrics endpoint; `None` (the default) for a store without a log of its own.
+    fn log_bytes(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// The figures of the store's cache of pages in memory (the one
     /// [`Store::query_in_memory`] answers from), for the metrics endpoint; `None` (the
     /// default) for a store without one. Cheap: it is read on the request's task.

@@ -746,6 +746,10 @@ impl Store for Faulty {
         self.inner.stats()
     }
 
+    fn log_bytes(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.log_bytes()
+    }
+
     fn cache_stats(&self) -> Option<CacheStats> {
         self.inner.cache_stats()
     }

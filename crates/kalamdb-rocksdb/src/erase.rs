@@ -940,17 +940,7 @@ impl RocksStore {
     /// (module docs). Whether it flushed.
     pub fn settle_log(&self) -> Result<bool, StoreError> {
         self.ensure_open()?;
-        let entries = std::fs::read_dir(&self.path).map_err(|e| {
-            StoreError::Unavailable(format!("reading {}: {e}", self.path.display()))
-        })?;
-        let held: u64 = entries
-            .filter_map(Result::ok)
-            .filter(|entry| entry.path().extension().is_some_and(|e| e == "log"))
-            // A file RocksDB deleted since the listing holds nothing.
-            .filter_map(|entry| entry.metadata().ok())
-            .map(|metadata| metadata.len())
-            .sum();
-        if held <= self.max_wal_bytes {
+        if self.wal_bytes()? <= self.max_wal_bytes {
             return Ok(false);
         }
         self.flush()?;

@@ -149,6 +149,21 @@ impl RocksStore {
         Ok(())
     }
 
+    /// Bytes of the write-ahead log files in the database directory, obsolete ones RocksDB has
+    /// not deleted yet included.
+    fn wal_bytes(&self) -> Result<u64, StoreError> {
+        let entries = std::fs::read_dir(&self.path).map_err(|e| {
+            StoreError::Unavailable(format!("reading {}: {e}", self.path.display()))
+        })?;
+        Ok(entries
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|e| e == "log"))
+            // A file RocksDB deleted since the listing holds nothing.
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|metadata| metadata.len())
+            .sum())
+    }
+
     fn cf(&self, name: &str) -> &ColumnFamily {
         // Every column family in COLUMN_FAMILIES is created at open.
         self.db.cf_handle(name).expect("column family is opened")

@@ -474,6 +474,11 @@ impl Store for RocksStore {
             .collect()
     }
 
+    fn log_bytes(&self) -> Result<Option<u64>, StoreError> {
+        self.ensure_open()?;
+        self.wal_bytes().map(Some)
+    }
+
     fn cache_stats(&self) -> Option<CacheStats> {
         Some(self.recent.stats())
     }

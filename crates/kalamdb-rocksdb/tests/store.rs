@@ -339,6 +339,20 @@ fn stats_report_each_column_family_from_rocksdb() {
 }
 
 #[test]
+fn the_log_size_is_what_the_log_files_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let batch: Vec<_> = (0..250).map(|i| new_message("c", &i.to_string())).collect();
+    store.insert(batch).unwrap();
+    let held = store.log_bytes().unwrap().unwrap();
+    // 250 messages and their index entries, records and listings.
+    assert!(held > 250 * 100, "{held}");
+    assert_eq!(held, wal_bytes(store.path()));
+    store.close().unwrap();
+    assert!(matches!(store.log_bytes(), Err(StoreError::Closed)));
+}
+
+#[test]
 fn idempotency_records_are_written_with_the_message_and_expire() {
     use kalamdb_core::IdempotencyKey;
     use std::time::Duration;
@@ -483,6 +497,7 @@ fn an_idle_store_lets_go_of_the_log_past_its_bound() {
         }
         let held = wal_bytes(&options.path);
         assert!(held <= BOUND, "{held} bytes of log for a bound of {BOUND}");
+        assert!(store.log_bytes().unwrap().unwrap() <= BOUND);
         // As the server shuts down: the maintenance thread, which holds the store while it
         // works, is stopped and waited for, so the reopen below finds the database closed.
         store.close().unwrap();

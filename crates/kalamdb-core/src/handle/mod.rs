@@ -457,6 +457,12 @@ impl StoreHandle {
         self.on_reader(|store| store.stats()).await
     }
 
+    /// Bytes of write-ahead log the store holds, for the metrics endpoint; `None` for a store
+    /// without a log of its own. Lists a directory: read on a reader thread.
+    pub async fn log_bytes(&self) -> Result<Option<u64>, StoreError> {
+        self.on_reader(|store| store.log_bytes()).await
+    }
+
     /// The figures of the store's cache of pages in memory, for the metrics endpoint; `None`
     /// for a store without one. Read on the caller's task: a few uncontended locks.
     pub fn cache_stats(&self) -> Option<CacheStats> {
